@@ -1,0 +1,12 @@
+"""edgernn: Numba-accelerated RNN, LSTM and GRU for small CPUs, with ONNX export.
+
+Importing edgernn needs only numpy, numba and SciPy; ``edgernn.onnx`` needs onnx and
+onnxruntime, and plotting in examples needs matplotlib.
+"""
+
+from . import functional
+from ._config import get_num_threads, set_num_threads
+
+__version__ = "0.1.0"
+
+__all__ = ["functional", "set_num_threads", "get_num_threads", "__version__"]

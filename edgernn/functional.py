@@ -1,0 +1,408 @@
+"""Functional RNN, GRU and LSTM with ONNX semantics, batch-first, plus exact BPTT.
+
+Shapes (ONNX ``layout=1``): ``X`` (B, T, I); ``W`` (D, G*H, I); ``R`` (D, G*H, H);
+``Wb``, ``Rb`` (D, G*H); ``h0``, ``c0`` (B, D, H); ``P`` (D, 3H); ``lengths`` (B,).
+Outputs ``Y`` (B, T, D, H), ``Y_h``/``Y_c`` (B, D, H). ``D`` is 2 for
+``direction="bidirectional"``, else 1. Gate order: LSTM i,o,f,c; GRU z,r,h; RNN one gate.
+
+Padded steps (t >= lengths[b]) output zeros and hold the state; reverse directions run
+backwards over each sequence's valid part and return outputs in the original time order.
+
+NaN and inf in the inputs or weights propagate to the outputs (nothing is checked or
+raised for them here: layers and ``fit`` check their inputs); nothing crashes.
+
+This module validates, casts to contiguous float32 (or float64 when ``X`` is float64) and
+calls the time-major kernels in ``_kernels``. The input projection for all steps is one
+matrix product before the jitted loop; weight gradients are matrix products after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import _kernels as K
+from ._activations import resolve
+
+__all__ = ["rnn", "gru", "lstm", "rnn_backward", "gru_backward", "lstm_backward"]
+
+_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+_DEFAULT_ACTS = {"rnn": ("Tanh",), "gru": ("Sigmoid", "Tanh"), "lstm": ("Sigmoid", "Tanh", "Tanh")}
+_DIRECTIONS = ("forward", "reverse", "bidirectional")
+
+
+# ----------------------------------------------------------------------------------------
+# validation and casting (the API boundary)
+# ----------------------------------------------------------------------------------------
+def _as_float(a, name, dtype=None):
+    if a is None:
+        return None
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except Exception as exc:  # noqa: BLE001
+            raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__}") from exc
+    if a.dtype.kind not in "fiu" or a.dtype == np.float16 and dtype is None and False:
+        raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
+    if dtype is None:
+        dtype = np.float64 if a.dtype == np.float64 else np.float32
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _check_shape(a, name, shape, what):
+    if a is None:
+        return
+    if a.shape != shape:
+        raise ValueError(f"{name}: expected shape {what} = {shape}, got {a.shape}")
+
+
+def _prepare(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, alpha, beta, clip):
+    if not isinstance(direction, str) or direction not in _DIRECTIONS:
+        raise ValueError(f"direction: expected one of {_DIRECTIONS}, got {direction!r}")
+    X = _as_float(X, "X")
+    dt = X.dtype
+    if X.ndim != 3:
+        raise ValueError(f"X: expected shape (batch, time, features), got rank {X.ndim} array {X.shape}")
+    B, T, I = X.shape
+    if B == 0 or T == 0:
+        raise ValueError(f"X: empty batch or sequence (shape {X.shape}); need batch >= 1 and time >= 1")
+    D = 2 if direction == "bidirectional" else 1
+    G = _GATES[cell]
+    W = _as_float(W, "W", dt)
+    R = _as_float(R, "R", dt)
+    if R is None or R.ndim != 3:
+        raise ValueError(f"R: expected shape (num_directions, {G}*hidden, hidden), got {getattr(R, 'shape', None)}")
+    H = R.shape[2]
+    if H < 1:
+        raise ValueError(f"R: hidden size must be >= 1, got R.shape {R.shape}")
+    _check_shape(R, "R", (D, G * H, H), "(num_directions, gates*hidden, hidden)")
+    if W is None or W.ndim != 3:
+        raise ValueError(f"W: expected shape (num_directions, {G}*hidden, input), got {getattr(W, 'shape', None)}")
+    _check_shape(W, "W", (D, G * H, I), "(num_directions, gates*hidden, input_size)")
+    Wb = _as_float(Wb, "Wb", dt)
+    Rb = _as_float(Rb, "Rb", dt)
+    _check_shape(Wb, "Wb", (D, G * H), "(num_directions, gates*hidden)")
+    _check_shape(Rb, "Rb", (D, G * H), "(num_directions, gates*hidden)")
+    h0 = _as_float(h0, "h0", dt)
+    _check_shape(h0, "h0", (B, D, H), "(batch, num_directions, hidden)")
+    c0 = _as_float(c0, "c0", dt)
+    _check_shape(c0, "c0", (B, D, H), "(batch, num_directions, hidden)")
+    P = _as_float(P, "P", dt)
+    _check_shape(P, "P", (D, 3 * H), "(num_directions, 3*hidden)")
+    if lengths is None:
+        L = np.full(B, T, np.int64)
+    else:
+        L = np.asarray(lengths)
+        if L.dtype.kind not in "iu":
+            if L.dtype.kind == "f" and L.size and np.all(np.isfinite(L)) and np.all(L == np.round(L)):
+                L = L.astype(np.int64)
+            else:
+                raise TypeError(f"lengths: expected integers, got dtype {L.dtype}")
+        if L.shape != (B,):
+            raise ValueError(f"lengths: expected shape (batch,) = ({B},), got {L.shape}")
+        L = np.ascontiguousarray(L, dtype=np.int64)
+        if L.size and (L.min() < 0 or L.max() > T):
+            raise ValueError(f"lengths: every value must be in [0, {T}] (time steps), got min {L.min()} max {L.max()}")
+    if clip is None:
+        clipv = 0.0
+    else:
+        clipv = float(clip)
+        if not clipv > 0:
+            raise ValueError(f"clip: expected a positive threshold or None, got {clip!r}")
+    codes, al, be = resolve(activations, _DEFAULT_ACTS[cell], D, dt, alpha, beta)
+    return X, W, R, Wb, Rb, h0, c0, P, L, D, H, codes, al.astype(dt), be.astype(dt), dt.type(clipv)
+
+
+def _reverse_index(L, T):
+    """idx (B, T): t -> lengths[b]-1-t inside the valid part, t outside. An involution."""
+    t = np.arange(T)[None, :]
+    Lb = L[:, None]
+    return np.where(t < Lb, Lb - 1 - t, t)
+
+
+def _time_major(X, rev_idx):
+    """(B, T, F) -> (T, B, F) contiguous, with each sequence's valid part reversed if rev_idx."""
+    if rev_idx is not None:
+        X = np.take_along_axis(X, rev_idx[:, :, None], axis=1)
+    return np.ascontiguousarray(X.transpose(1, 0, 2))
+
+
+def _batch_first(Yt, rev_idx):
+    """(T, B, H) -> (B, T, H), undoing the per-sequence reversal."""
+    Y = Yt.transpose(1, 0, 2)
+    if rev_idx is not None:
+        Y = np.take_along_axis(Y, rev_idx[:, :, None], axis=1)
+    return Y
+
+
+@dataclass
+class Cache:
+    """What the backward pass needs. Opaque to users; pass it to ``*_backward``."""
+
+    cell: str
+    given: tuple  # names of the inputs that were given
+    args: dict  # prepared inputs and options
+    dirs: list = field(default_factory=list)  # per direction: dict of arrays
+
+
+def _bias_sum(Wb, Rb, d, GH, dt):
+    b = np.zeros(GH, dt)
+    if Wb is not None:
+        b += Wb[d]
+    if Rb is not None:
+        b += Rb[d]
+    return b
+
+
+def _given(**kw):
+    return tuple(k for k, v in kw.items() if v is not None)
+
+
+# ----------------------------------------------------------------------------------------
+# forward
+# ----------------------------------------------------------------------------------------
+def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, activation_alpha,
+         activation_beta, clip, train, input_forget=False, linear_before_reset=True):
+    given = _given(X=X, W=W, R=R, Wb=Wb, Rb=Rb, h0=h0, c0=c0, P=P)
+    (X, W, R, Wb, Rb, h0, c0, P, L, D, H, codes, al, be, clipv) = _prepare(
+        cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, activation_alpha,
+        activation_beta, clip)
+    dt = X.dtype
+    B, T, I = X.shape
+    GH = _GATES[cell] * H
+    Tk = T if train else 1
+    Y = np.zeros((B, T, D, H), dt)
+    Y_h = np.empty((B, D, H), dt)
+    Y_c = np.empty((B, D, H), dt) if cell == "lstm" else None
+    cache = Cache(cell, given, dict(X=X, W=W, R=R, Wb=Wb, Rb=Rb, h0=h0, c0=c0, P=P, L=L, D=D, H=H,
+                                     codes=codes, al=al, be=be, clip=clipv, input_forget=bool(input_forget),
+                                     lbr=bool(linear_before_reset)))
+    for d in range(D):
+        reverse = direction == "reverse" or d == 1
+        ridx = _reverse_index(L, T) if reverse else None
+        Xt = _time_major(X, ridx)  # (T, B, I)
+        hinit = np.zeros((B, H), dt) if h0 is None else np.ascontiguousarray(h0[:, d])
+        bias = _bias_sum(Wb, Rb, d, GH, dt)
+        if cell == "gru" and linear_before_reset and Rb is not None:
+            bias[2 * H:] -= Rb[d, 2 * H:]  # Rbh sits inside r * (.) and is added in the loop
+        Gm = (Xt.reshape(T * B, I) @ W[d].T + bias).reshape(T, B, GH)  # (T, B, G*H)
+        Yt = np.zeros((T, B, H), dt)  # (T, B, H)
+        h = np.empty((B, H), dt)
+        A = np.empty((Tk, B, GH), dt)
+        Gt = np.empty((Tk, B, GH), dt)
+        Hs = np.empty((T + 1 if train else 1, B, H), dt)
+        st = dict(Xt=Xt, ridx=ridx, A=A, Gt=Gt, Hs=Hs)
+        if cell == "rnn":
+            K.rnn_forward(Gm, np.ascontiguousarray(R[d].T), hinit, L, codes[d, 0], al[d, 0], be[d, 0],
+                          clipv, train, Yt, h, A, Gt, Hs)
+        elif cell == "gru":
+            Rbh = np.zeros(H, dt) if Rb is None else np.ascontiguousarray(Rb[d, 2 * H:])
+            RH = np.empty((Tk, B, H), dt)
+            K.gru_forward(Gm, np.ascontiguousarray(R[d, : 2 * H].T), np.ascontiguousarray(R[d, 2 * H:].T), Rbh,
+                          hinit, L, codes[d], al[d], be[d], clipv, bool(linear_before_reset), train,
+                          Yt, h, A, Gt, Hs, RH)
+            st["RH"] = RH
+        else:
+            cinit = np.zeros((B, H), dt) if c0 is None else np.ascontiguousarray(c0[:, d])
+            Pd = np.zeros(3 * H, dt) if P is None else P[d]
+            c = np.empty((B, H), dt)
+            Cs = np.empty((T + 1 if train else 1, B, H), dt)
+            Hc = np.empty((Tk, B, H), dt)
+            K.lstm_forward(Gm, np.ascontiguousarray(R[d].T), Pd, hinit, cinit, L, codes[d], al[d], be[d], clipv,
+                           bool(input_forget), P is not None, train, Yt, h, c, A, Gt, Hs, Cs, Hc)
+            Y_c[:, d] = c
+            st.update(Cs=Cs, Hc=Hc)
+        Y[:, :, d, :] = _batch_first(Yt, ridx)
+        Y_h[:, d] = h
+        if train:
+            cache.dirs.append(st)
+    out = (Y, Y_h) if cell != "lstm" else (Y, Y_h, Y_c)
+    return out + (cache,) if train else out
+
+
+def rnn(X, W, R, Wb=None, Rb=None, h0=None, lengths=None, direction="forward", activations=None,
+        activation_alpha=None, activation_beta=None, clip=None, train=False):
+    """Elman RNN over a batch of sequences (ONNX ``RNN``): ``H_t = f(X_t W^T + H_{t-1} R^T + Wb + Rb)``.
+
+    Parameters
+    ----------
+    X : array (B, T, I)
+    W : array (D, H, I)
+    R : array (D, H, H)
+    Wb, Rb : array (D, H), optional
+    h0 : array (B, D, H), optional
+    lengths : int array (B,), optional
+        Valid steps per sequence; padded steps output zeros and hold the state.
+    direction : {"forward", "reverse", "bidirectional"}
+    activations : list of str, optional
+        ONNX activation names, one per direction (default ``Tanh``).
+    activation_alpha, activation_beta : list of float, optional
+    clip : float, optional
+        Pre-activations are clipped to [-clip, clip].
+    train : bool
+        Also return a cache for :func:`rnn_backward`.
+
+    Returns
+    -------
+    Y : array (B, T, D, H)
+    Y_h : array (B, D, H)
+    cache : Cache, only if ``train``
+    """
+    return _run("rnn", X, W, R, Wb, Rb, h0, None, None, lengths, direction, activations, activation_alpha,
+                activation_beta, clip, train)
+
+
+def gru(X, W, R, Wb=None, Rb=None, h0=None, lengths=None, direction="forward", linear_before_reset=True,
+        activations=None, activation_alpha=None, activation_beta=None, clip=None, train=False):
+    """GRU over a batch of sequences (ONNX ``GRU``, gates z, r, h).
+
+    Parameters are those of :func:`rnn` with ``W`` (D, 3H, I), ``R`` (D, 3H, H), biases (D, 3H)
+    and two activations per direction (default ``Sigmoid, Tanh``), plus:
+
+    linear_before_reset : bool, default True
+        True: ``h~ = g(X Wh + r * (H Rh^T + Rbh) + Wbh)`` (PyTorch, Keras ``reset_after``).
+        False: ``h~ = g(X Wh + (r * H) Rh^T + Rbh + Wbh)``.
+
+    Returns
+    -------
+    Y : array (B, T, D, H)
+    Y_h : array (B, D, H)
+    cache : Cache, only if ``train``
+    """
+    return _run("gru", X, W, R, Wb, Rb, h0, None, None, lengths, direction, activations, activation_alpha,
+                activation_beta, clip, train, linear_before_reset=linear_before_reset)
+
+
+def lstm(X, W, R, Wb=None, Rb=None, h0=None, c0=None, P=None, lengths=None, direction="forward",
+         input_forget=False, activations=None, activation_alpha=None, activation_beta=None, clip=None,
+         train=False):
+    """LSTM over a batch of sequences (ONNX ``LSTM``, gates i, o, f, c).
+
+    Parameters are those of :func:`rnn` with ``W`` (D, 4H, I), ``R`` (D, 4H, H), biases (D, 4H)
+    and three activations per direction (default ``Sigmoid, Tanh, Tanh``: f, g, h), plus:
+
+    c0 : array (B, D, H), optional
+        Initial cell state.
+    P : array (D, 3H), optional
+        Peephole weights, order i, o, f; the output peephole uses the new cell state.
+    input_forget : bool
+        Couple the input and forget gates: ``f = 1 - i``.
+
+    Returns
+    -------
+    Y : array (B, T, D, H)
+    Y_h, Y_c : array (B, D, H)
+    cache : Cache, only if ``train``
+    """
+    return _run("lstm", X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, activation_alpha,
+                activation_beta, clip, train, input_forget=input_forget)
+
+
+# ----------------------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------------------
+def _grad_in(g, name, shape, dt):
+    if g is None:
+        return None
+    g = _as_float(g, name, dt)
+    if g.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {g.shape}")
+    return g
+
+
+def _backward(cell, cache, dY, dY_h, dY_c=None):
+    if not isinstance(cache, Cache) or cache.cell != cell:
+        raise TypeError(f"cache: expected the cache returned by {cell}(..., train=True)")
+    a = cache.args
+    X, W, R, L, D, H = a["X"], a["W"], a["R"], a["L"], a["D"], a["H"]
+    dt = X.dtype
+    B, T, I = X.shape
+    GH = _GATES[cell] * H
+    dY = _grad_in(dY, "dY", (B, T, D, H), dt)
+    dY_h = _grad_in(dY_h, "dY_h", (B, D, H), dt)
+    dY_c = _grad_in(dY_c, "dY_c", (B, D, H), dt)
+    dX = np.zeros((B, T, I), dt)
+    dW = np.empty_like(W)
+    dR = np.empty_like(R)
+    dWb = np.empty((D, GH), dt)
+    dRb = np.empty((D, GH), dt)
+    dh0 = np.empty((B, D, H), dt)
+    dc0 = np.empty((B, D, H), dt)
+    dP = np.zeros((D, 3 * H), dt)
+    for d, st in enumerate(cache.dirs):
+        ridx, Xt = st["ridx"], st["Xt"]
+        if dY is None:
+            dYt = np.zeros((T, B, H), dt)
+        else:
+            dYt = _time_major(dY[:, :, d, :], ridx)  # (T, B, H)
+        dh = np.zeros((B, H), dt) if dY_h is None else dY_h[:, d].copy()  # the kernel writes into it
+        dA = np.zeros((T, B, GH), dt)  # (T, B, G*H)
+        Hprev = st["Hs"][:T].reshape(T * B, H)  # (T*B, H)
+        if cell == "rnn":
+            K.rnn_backward(np.ascontiguousarray(R[d]), L, a["codes"][d, 0], a["al"][d, 0], a["be"][d, 0],
+                           a["clip"], dYt, dh, st["A"], st["Gt"], dA)
+            dRec = dA
+            dR[d] = dA.reshape(T * B, GH).T @ Hprev
+        elif cell == "gru":
+            dRec = np.zeros((T, B, GH), dt)
+            K.gru_backward(np.ascontiguousarray(R[d, : 2 * H]), np.ascontiguousarray(R[d, 2 * H:]), L,
+                           a["codes"][d], a["al"][d], a["be"][d], a["clip"], a["lbr"], dYt, dh,
+                           st["A"], st["Gt"], st["Hs"], st["RH"], dA, dRec)
+            dRec2 = dRec.reshape(T * B, GH)
+            dR[d, : 2 * H] = dRec2[:, : 2 * H].T @ Hprev
+            Hin = Hprev if a["lbr"] else st["RH"].reshape(T * B, H)  # what multiplies Rh
+            dR[d, 2 * H:] = dRec2[:, 2 * H:].T @ Hin
+        else:
+            dc = np.zeros((B, H), dt) if dY_c is None else dY_c[:, d].copy()
+            Pd = np.zeros(3 * H, dt) if a["P"] is None else a["P"][d]
+            K.lstm_backward(np.ascontiguousarray(R[d]), Pd, L, a["codes"][d], a["al"][d], a["be"][d], a["clip"],
+                            a["input_forget"], a["P"] is not None, dYt, dh, dc, st["A"], st["Gt"], st["Hs"],
+                            st["Cs"], st["Hc"], dA, dP[d])
+            dRec = dA
+            dR[d] = dA.reshape(T * B, GH).T @ Hprev
+            dc0[:, d] = dc
+        dA2 = dA.reshape(T * B, GH)  # (T*B, G*H)
+        dW[d] = dA2.T @ Xt.reshape(T * B, I)
+        dX += _batch_first((dA2 @ W[d]).reshape(T, B, I), ridx)
+        dWb[d] = dA2.sum(axis=0)
+        dRb[d] = dRec.reshape(T * B, GH).sum(axis=0)
+        dh0[:, d] = dh
+    grads = dict(X=dX, W=dW, R=dR, Wb=dWb, Rb=dRb, h0=dh0, c0=dc0, P=dP)
+    return {k: grads[k] for k in cache.given}
+
+
+def rnn_backward(cache, dY, dY_h=None):
+    """Gradients of :func:`rnn` by BPTT.
+
+    Parameters
+    ----------
+    cache : Cache
+        From ``rnn(..., train=True)``.
+    dY : array (B, T, D, H) or None
+    dY_h : array (B, D, H), optional
+
+    Returns
+    -------
+    dict
+        Gradient for each input that was given: ``X, W, R, Wb, Rb, h0``.
+    """
+    return _backward("rnn", cache, dY, dY_h)
+
+
+def gru_backward(cache, dY, dY_h=None):
+    """Gradients of :func:`gru` by BPTT; see :func:`rnn_backward`."""
+    return _backward("gru", cache, dY, dY_h)
+
+
+def lstm_backward(cache, dY, dY_h=None, dY_c=None):
+    """Gradients of :func:`lstm` by BPTT: dict with ``X, W, R, Wb, Rb, h0, c0, P`` (those given).
+
+    Parameters
+    ----------
+    cache : Cache
+        From ``lstm(..., train=True)``.
+    dY : array (B, T, D, H) or None
+    dY_h, dY_c : array (B, D, H), optional
+    """
+    return _backward("lstm", cache, dY, dY_h, dY_c)
