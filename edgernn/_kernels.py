@@ -22,25 +22,42 @@ import numpy as np
 from ._activations import act_vec, dact1
 from ._config import jit
 
-# Below this many multiply-adds a hand-written loop beats a BLAS call (call overhead).
-SMALL_MATMUL = 40000
-
-
 @jit
-def matmul(A, BT, out):
-    """out (M, N) = A (M, K) @ BT (K, N)."""
+def matmul(A, Wn, Wt, out):
+    """out (M, N) = A (M, K) @ Wt (K, N), where Wn (N, K) is the same matrix transposed.
+
+    One row (batch 1, the streaming case): four dot products at a time over rows of Wn,
+    which beats a BLAS call at these sizes (measured: 64x256 0.82 us vs 0.87 us, 16x64
+    0.13 us vs 0.15 us). Several rows: BLAS through np.dot.
+    """
     M, K = A.shape
-    N = BT.shape[1]
-    if M * K * N <= SMALL_MATMUL:
-        for m in range(M):
-            for n in range(N):
-                out[m, n] = 0.0
+    N = Wn.shape[0]
+    if M == 1:
+        n = 0
+        while n + 4 <= N:
+            s0 = A.dtype.type(0.0)
+            s1 = s0
+            s2 = s0
+            s3 = s0
             for k in range(K):
-                a = A[m, k]
-                for n in range(N):
-                    out[m, n] += a * BT[k, n]
+                a = A[0, k]
+                s0 += a * Wn[n, k]
+                s1 += a * Wn[n + 1, k]
+                s2 += a * Wn[n + 2, k]
+                s3 += a * Wn[n + 3, k]
+            out[0, n] = s0
+            out[0, n + 1] = s1
+            out[0, n + 2] = s2
+            out[0, n + 3] = s3
+            n += 4
+        while n < N:
+            s = A.dtype.type(0.0)
+            for k in range(K):
+                s += A[0, k] * Wn[n, k]
+            out[0, n] = s
+            n += 1
     else:
-        np.dot(A, BT, out)
+        np.dot(A, Wt, out)
 
 
 @jit(inline="always")
@@ -62,7 +79,7 @@ def inside(x, clip):
 # RNN:  H_t = f(X_t W^T + H_{t-1} R^T + Wb + Rb)
 # ----------------------------------------------------------------------------------------
 @jit
-def rnn_forward(G, RT, h0, lengths, code, alpha, beta, clip, train, Y, h, A, Gt, Hs):
+def rnn_forward(G, R, RT, h0, lengths, code, alpha, beta, clip, train, Y, h, A, Gt, Hs):
     T, B, H = G.shape
     h[:] = h0
     rec = np.empty((B, H), G.dtype)  # (B, H)
@@ -71,7 +88,7 @@ def rnn_forward(G, RT, h0, lengths, code, alpha, beta, clip, train, Y, h, A, Gt,
         k = t if train else 0
         if train:
             Hs[t] = h
-        matmul(h, RT, rec)
+        matmul(h, R, RT, rec)
         for b in range(B):
             if t >= lengths[b]:
                 continue
@@ -88,7 +105,7 @@ def rnn_forward(G, RT, h0, lengths, code, alpha, beta, clip, train, Y, h, A, Gt,
 
 
 @jit
-def rnn_backward(R, lengths, code, alpha, beta, clip, dY, dh, A, Gt, dA):
+def rnn_backward(R, RT, lengths, code, alpha, beta, clip, dY, dh, A, Gt, dA):
     """dh (B, H) enters as dL/dH_T and leaves as dL/dH_0. Fills dA (T, B, H)."""
     T, B, H = dY.shape
     rec = np.empty((B, H), dY.dtype)
@@ -100,7 +117,7 @@ def rnn_backward(R, lengths, code, alpha, beta, clip, dY, dh, A, Gt, dA):
                 x = A[t, b, j]
                 g = dh[b, j] + dY[t, b, j]
                 dA[t, b, j] = g * dact1(code, clamp(x, clip), Gt[t, b, j], alpha, beta) * inside(x, clip)
-        matmul(dA[t], R, rec)  # (B, H) @ (H, H)
+        matmul(dA[t], RT, R, rec)  # (B, H) @ (H, H)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):
@@ -114,7 +131,7 @@ def rnn_backward(R, lengths, code, alpha, beta, clip, dY, dh, A, Gt, dA):
 # G holds X W^T + Wb + Rb_zr (+ Rbh when lbr=0). RH keeps (H Rh + Rbh) for lbr=1, r*H for lbr=0.
 # ----------------------------------------------------------------------------------------
 @jit
-def gru_forward(G, RzrT, RhT, Rbh, h0, lengths, codes, alphas, betas, clip, lbr, train,
+def gru_forward(G, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alphas, betas, clip, lbr, train,
                 Y, h, A, Gt, Hs, RH):
     T, B, G3 = G.shape
     H = G3 // 3
@@ -128,9 +145,9 @@ def gru_forward(G, RzrT, RhT, Rbh, h0, lengths, codes, alphas, betas, clip, lbr,
         k = t if train else 0
         if train:
             Hs[t] = h
-        matmul(h, RzrT, rec_zr)
+        matmul(h, Rzr, RzrT, rec_zr)
         if lbr:
-            matmul(h, RhT, rec_h)
+            matmul(h, Rh, RhT, rec_h)
         for b in range(B):
             if t >= lengths[b]:
                 continue
@@ -142,7 +159,7 @@ def gru_forward(G, RzrT, RhT, Rbh, h0, lengths, codes, alphas, betas, clip, lbr,
             for j in range(H):
                 rh[b, j] = Gt[k, b, H + j] * h[b, j]
         if not lbr:
-            matmul(rh, RhT, rec_h)
+            matmul(rh, Rh, RhT, rec_h)
         for b in range(B):
             if t >= lengths[b]:
                 continue
@@ -168,7 +185,7 @@ def gru_forward(G, RzrT, RhT, Rbh, h0, lengths, codes, alphas, betas, clip, lbr,
 
 
 @jit
-def gru_backward(Rzr, Rh, lengths, codes, alphas, betas, clip, lbr, dY, dh, A, Gt, Hs, RH, dA, dRec):
+def gru_backward(Rzr, RzrT, Rh, RhT, lengths, codes, alphas, betas, clip, lbr, dY, dh, A, Gt, Hs, RH, dA, dRec):
     """Fills dA (T, B, 3H) (gradient of the gate pre-activations that meet X W^T) and
     dRec (T, B, 3H) (gradient of the recurrent products: H Rzr^T, and H Rh^T + Rbh or (r*H) Rh^T)."""
     T, B, H = dY.shape
@@ -203,7 +220,7 @@ def gru_backward(Rzr, Rh, lengths, codes, alphas, betas, clip, lbr, dY, dh, A, G
                     s_h[b, j] = dah * Gt[t, b, H + j]  # d(H Rh^T + Rbh)
                 else:
                     s_h[b, j] = dah  # d((r*H) Rh^T)
-        matmul(s_h, Rh, back_h)  # (B, H) @ (H, H)
+        matmul(s_h, RhT, Rh, back_h)  # (B, H) @ (H, H)
         for b in range(B):
             if t >= lengths[b]:
                 continue
@@ -222,7 +239,7 @@ def gru_backward(Rzr, Rh, lengths, codes, alphas, betas, clip, lbr, dY, dh, A, G
                 dRec[t, b, j] = s_zr[b, j]
             for j in range(H):
                 dRec[t, b, 2 * H + j] = s_h[b, j]
-        matmul(s_zr, Rzr, back_zr)  # (B, 2H) @ (2H, H)
+        matmul(s_zr, RzrT, Rzr, back_zr)  # (B, 2H) @ (2H, H)
         for b in range(B):
             if t >= lengths[b]:
                 continue
@@ -237,7 +254,7 @@ def gru_backward(Rzr, Rh, lengths, codes, alphas, betas, clip, lbr, dY, dh, A, G
 #   o = f(Xo + H Ro + Po*C_t + b) H_t = o * h(C_t)
 # ----------------------------------------------------------------------------------------
 @jit
-def lstm_forward(G, RT, P, h0, c0, lengths, codes, alphas, betas, clip, input_forget, peep, train,
+def lstm_forward(G, R, RT, P, h0, c0, lengths, codes, alphas, betas, clip, input_forget, peep, train,
                  Y, h, c, A, Gt, Hs, Cs, Hc):
     T, B, G4 = G.shape
     H = G4 // 4
@@ -252,7 +269,7 @@ def lstm_forward(G, RT, P, h0, c0, lengths, codes, alphas, betas, clip, input_fo
         if train:
             Hs[t] = h
             Cs[t] = c
-        matmul(h, RT, rec)
+        matmul(h, R, RT, rec)
         for b in range(B):
             if t >= lengths[b]:
                 continue
@@ -293,7 +310,7 @@ def lstm_forward(G, RT, P, h0, c0, lengths, codes, alphas, betas, clip, input_fo
 
 
 @jit
-def lstm_backward(R, P, lengths, codes, alphas, betas, clip, input_forget, peep,
+def lstm_backward(R, RT, P, lengths, codes, alphas, betas, clip, input_forget, peep,
                   dY, dh, dc, A, Gt, Hs, Cs, Hc, dA, dP):
     """dh, dc (B, H) enter as dL/dH_T, dL/dC_T and leave as dL/dH_0, dL/dC_0.
     Fills dA (T, B, 4H) and accumulates dP (3H,)."""
@@ -340,7 +357,7 @@ def lstm_backward(R, P, lengths, codes, alphas, betas, clip, input_forget, peep,
                 dA[t, b, H + j] = dao
                 dA[t, b, 2 * H + j] = daf
                 dA[t, b, 3 * H + j] = dac
-        matmul(dA[t], R, rec)  # (B, 4H) @ (4H, H)
+        matmul(dA[t], RT, R, rec)  # (B, 4H) @ (4H, H)
         for b in range(B):
             if t < lengths[b]:
                 for j in range(H):

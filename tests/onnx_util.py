@@ -9,12 +9,13 @@ input_forget and no ``sequence_lens``; it refuses those options.
 
 onnxruntime quirks handled here (found reading its CPU kernels, 1.2x-1.3x):
 
-* activation_alpha / activation_beta defaults: onnxruntime's GRU/LSTM use 0.0 for Affine,
-  ThresholdedRelu and ScaledTanh (ONNX says: the defaults of the ONNX operators), and its RNN
-  kernel indexes the lists *per direction* (``activation_alpha[direction]``, default 0.0 for
-  every activation).  So the model is always built with explicit values: the functional-style
-  lists are first resolved per activation slot (``naive.resolve_activations``) and then written
-  in the layout the kernel reads.
+* activation_alpha / activation_beta defaults: onnxruntime uses 0.0 for Affine,
+  ThresholdedRelu and ScaledTanh when no value is given (ONNX says: the defaults of the ONNX
+  operators, 1.0 etc.).  So the model is always built with explicit values: the
+  functional-style lists are resolved per activation slot (``naive.resolve_activations``) and
+  written back as one value per activation that uses it, in activation order, which is how
+  onnxruntime 1.32 reads them for all three ops (checked in test_naive_oracle.py; older
+  onnxruntime RNN kernels indexed them per direction instead).
 * ``sequence_lens`` with a 0 entry: LSTM/GRU return zeros for that row's ``Y_h``/``Y_c`` (ONNX
   and edgernn: the initial state); RNN reads memory before the output buffer for a forward
   direction.  Callers compare ``Y_h`` only on rows with a nonzero length (``valid_rows``), and
@@ -59,17 +60,13 @@ def onnx_attributes(cell, direction="forward", activations=None, activation_alph
     """ONNX node attributes (except hidden_size) with explicit, kernel-proof alpha/beta lists."""
     slots = naive.resolve_activations(cell, direction, activations, activation_alpha, activation_beta)
     attrs = {"direction": direction, "activations": [s[0] for s in slots], "layout": 0}
-    if cell == "rnn":
-        # onnxruntime's RNN reads activation_alpha[direction] / activation_beta[direction]
-        attrs["activation_alpha"] = [0.0 if s[1] is None else s[1] for s in slots]
-        attrs["activation_beta"] = [0.0 if s[2] is None else s[2] for s in slots]
-    else:
-        alphas = [s[1] for s in slots if s[1] is not None]
-        betas = [s[2] for s in slots if s[2] is not None]
-        if alphas:
-            attrs["activation_alpha"] = alphas
-        if betas:
-            attrs["activation_beta"] = betas
+    # one value per activation that uses it, in activation order (all directions)
+    alphas = [s[1] for s in slots if s[1] is not None]
+    betas = [s[2] for s in slots if s[2] is not None]
+    if alphas:
+        attrs["activation_alpha"] = alphas
+    if betas:
+        attrs["activation_beta"] = betas
     if clip is not None:
         attrs["clip"] = float(clip)
     if cell == "lstm":
