@@ -536,3 +536,101 @@ def random_case(cell: str, seed: int, *, B=None, T=None, H=None, I=None, directi
             if nb:
                 kw["activation_beta"] = [float(v) for v in rng.uniform(0.2, 0.8, nb)]
     return kw
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch reference (nn.RNN / nn.GRU / nn.LSTM with weights copied from ONNX layout)
+# ---------------------------------------------------------------------------------------------
+
+# torch gate block k takes ONNX gate block TORCH_FROM_ONNX[cell][k]:
+# LSTM torch i,f,g,o <- ONNX i(0),o(1),f(2),c(3); GRU torch r,z,n <- ONNX z(0),r(1),h(2).
+TORCH_FROM_ONNX = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 2, 3, 1]}
+
+
+def torch_row_index(cell: str, H: int) -> np.ndarray:
+    """Row index so that ``W_torch = W_onnx[idx]`` for one direction's (G*H, .) matrix."""
+    return np.concatenate([np.arange(k * H, (k + 1) * H) for k in TORCH_FROM_ONNX[cell]])
+
+
+def torch_reference(cell: str, kw: dict, gY=None, gH=None, gC=None):
+    """Run PyTorch (float64) on functional-style arguments ``kw``.
+
+    Supported: default activations (RNN: Tanh or Relu), any direction, biases, h0/c0, lengths
+    >= 1 (through packed sequences).  GRU is PyTorch's, i.e. ``linear_before_reset=True``.
+    Returns ``(outputs, grads)``: outputs batch-first like ``edgernn.functional``; grads (only
+    if ``gY`` is given) a dict in ONNX layout for X, W, R, Wb, Rb, h0[, c0] of the loss
+    ``sum(Y*gY) + sum(Y_h*gH) [+ sum(Y_c*gC)]``.
+    """
+    import torch
+
+    X = np.asarray(kw["X"], dtype=np.float64)
+    W, R = np.asarray(kw["W"], np.float64), np.asarray(kw["R"], np.float64)
+    B, T, I = X.shape
+    D, GH, H = R.shape
+    direction = kw.get("direction", "forward")
+    assert direction != "reverse", "PyTorch has no reverse-only RNN"
+    assert kw.get("P") is None and not kw.get("input_forget") and kw.get("clip") is None
+    if cell == "gru":
+        assert kw.get("linear_before_reset", True)
+    idx = torch_row_index(cell, H)
+    zeros = np.zeros((D, GH))
+    Wb = zeros if kw.get("Wb") is None else np.asarray(kw["Wb"], np.float64)
+    Rb = zeros if kw.get("Rb") is None else np.asarray(kw["Rb"], np.float64)
+    if cell == "rnn":
+        acts = [a.lower() for a in (kw.get("activations") or ["Tanh"] * D)]
+        assert len(set(acts)) == 1 and acts[0] in ("tanh", "relu")
+        mod = torch.nn.RNN(I, H, batch_first=True, bidirectional=D == 2, nonlinearity=acts[0])
+    else:
+        assert kw.get("activations") is None
+        mod = {"gru": torch.nn.GRU, "lstm": torch.nn.LSTM}[cell](I, H, batch_first=True, bidirectional=D == 2)
+    mod = mod.double()
+    with torch.no_grad():
+        for d in range(D):
+            sfx = "_l0" + ("_reverse" if d == 1 else "")
+            getattr(mod, "weight_ih" + sfx).copy_(torch.from_numpy(W[d][idx]))
+            getattr(mod, "weight_hh" + sfx).copy_(torch.from_numpy(R[d][idx]))
+            getattr(mod, "bias_ih" + sfx).copy_(torch.from_numpy(Wb[d][idx]))
+            getattr(mod, "bias_hh" + sfx).copy_(torch.from_numpy(Rb[d][idx]))
+    xt = torch.from_numpy(X.copy()).requires_grad_(True)
+    h0 = kw.get("h0")
+    h0t = torch.from_numpy(np.zeros((D, B, H)) if h0 is None else np.transpose(h0, (1, 0, 2)).copy())
+    h0t.requires_grad_(True)
+    state = h0t
+    c0t = None
+    if cell == "lstm":
+        c0 = kw.get("c0")
+        c0t = torch.from_numpy(np.zeros((D, B, H)) if c0 is None else np.transpose(c0, (1, 0, 2)).copy())
+        c0t.requires_grad_(True)
+        state = (h0t, c0t)
+    lengths = kw.get("lengths")
+    if lengths is not None:
+        packed = torch.nn.utils.rnn.pack_padded_sequence(xt, torch.as_tensor(np.asarray(lengths)),
+                                                         batch_first=True, enforce_sorted=False)
+        out, st = mod(packed, state)
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
+    else:
+        out, st = mod(xt, state)
+    Y = out.reshape(B, T, D, H)
+    hn = (st[0] if cell == "lstm" else st).permute(1, 0, 2)
+    outs = [Y, hn] + ([st[1].permute(1, 0, 2)] if cell == "lstm" else [])
+    np_outs = tuple(o.detach().numpy().copy() for o in outs)
+    if gY is None:
+        return np_outs, None
+    loss = (Y * torch.from_numpy(np.asarray(gY, np.float64))).sum()
+    if gH is not None:
+        loss = loss + (hn * torch.from_numpy(np.asarray(gH, np.float64))).sum()
+    if cell == "lstm" and gC is not None:
+        loss = loss + (outs[2] * torch.from_numpy(np.asarray(gC, np.float64))).sum()
+    loss.backward()
+    grads = {"X": xt.grad.numpy().copy(), "W": np.zeros_like(W), "R": np.zeros_like(R),
+             "Wb": np.zeros((D, GH)), "Rb": np.zeros((D, GH)),
+             "h0": h0t.grad.numpy().transpose(1, 0, 2).copy()}
+    if cell == "lstm":
+        grads["c0"] = c0t.grad.numpy().transpose(1, 0, 2).copy()
+    for d in range(D):
+        sfx = "_l0" + ("_reverse" if d == 1 else "")
+        grads["W"][d][idx] = getattr(mod, "weight_ih" + sfx).grad.numpy()
+        grads["R"][d][idx] = getattr(mod, "weight_hh" + sfx).grad.numpy()
+        grads["Wb"][d][idx] = getattr(mod, "bias_ih" + sfx).grad.numpy()
+        grads["Rb"][d][idx] = getattr(mod, "bias_hh" + sfx).grad.numpy()
+    return np_outs, grads

@@ -1,0 +1,156 @@
+"""One-step-ahead forecasting of a univariate series with a stacked recurrent model.
+
+This is the pipeline behind ``edgernn demo`` and ``edgernn train``: the source
+articles' Keras forecaster (LSTM(50, return_sequences) -> Dropout(0.2) -> LSTM(100) ->
+Dropout(0.2) -> Dense(1)), with the data handling a forecaster needs to be honest:
+
+- the split is by time (the last ``test_size`` points are never seen in training);
+- each window is expressed relative to its last value (in log space for positive series:
+  ``z = log(y)``, inputs ``(z[t-w+1..t] - z[t]) / s``, target ``(z[t+h] - z[t]) / s``), so a
+  series with a trend, like airline passengers, does not leave the range seen in training;
+- the scale ``s`` is fitted on the training part only.
+
+The preprocessing settings travel with the model (``model.meta["forecast"]``) so that a
+saved model can forecast from raw values again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class ForecastConfig:
+    window: int = 24  # past steps the model sees
+    horizon: int = 1  # steps ahead to predict
+    test_size: int = 24  # last points held out (by time)
+    cell: str = "lstm"  # "lstm" | "gru" | "rnn"
+    units: tuple = (50, 100)  # one recurrent layer per entry (the articles' stacked forecaster)
+    dropout: float = 0.2  # between layers, as the articles advise
+    epochs: int = 60
+    batch_size: int = 16
+    learning_rate: float = 0.003
+    optimizer: str = "adam"
+    seed: int = 0
+    log: bool | None = None  # log-transform; None = automatic (all values > 0)
+    scale: float = field(default=1.0)  # fitted on the training part
+
+
+def _transform(values, cfg):
+    v = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(v)):
+        raise ValueError("series contains NaN or inf values")
+    return np.log(v) if cfg.log else v
+
+
+def _windows(z, window, horizon, scale):
+    """Relative windows. z (N,) -> X (M, window, 1), y (M, 1), anchors (M,) (index of the last input)."""
+    n = len(z) - window - horizon + 1
+    if n < 1:
+        raise ValueError(f"series of {len(z)} points is too short for window {window} + horizon {horizon}")
+    idx = np.arange(window)[None, :] + np.arange(n)[:, None]  # (M, window)
+    last = z[idx[:, -1]]  # (M,)
+    X = ((z[idx] - last[:, None]) / scale)[:, :, None]  # (M, window, 1)
+    y = ((z[idx[:, -1] + horizon] - last) / scale)[:, None]  # (M, 1)
+    return X.astype(np.float32), y.astype(np.float32), idx[:, -1]
+
+
+def build_model(cfg: ForecastConfig):
+    """The articles' stacked recurrent forecaster."""
+    from .layers import GRU, LSTM, Dense, Dropout, SimpleRNN
+    from .models import Sequential
+
+    Cell = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}.get(cfg.cell)
+    if Cell is None:
+        raise ValueError(f"cell: expected 'lstm', 'gru' or 'rnn', got {cfg.cell!r}")
+    model = Sequential(seed=cfg.seed)
+    for k, units in enumerate(cfg.units):
+        kw = dict(input_shape=(None, 1)) if k == 0 else {}
+        model.add(Cell(int(units), return_sequences=k < len(cfg.units) - 1, **kw))
+        if cfg.dropout > 0:
+            model.add(Dropout(cfg.dropout))
+    model.add(Dense(1))  # the value `horizon` steps ahead
+    return model
+
+
+def fit_forecaster(values, cfg: ForecastConfig | None = None, verbose=1, callbacks=None):
+    """Train a forecaster on ``values[:-test_size]``; evaluate one-step forecasts on the rest.
+
+    Parameters
+    ----------
+    values : array (N,)
+        The raw series.
+    cfg : ForecastConfig, optional
+    verbose : int
+        0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns
+    -------
+    model : Sequential
+        With ``model.meta["forecast"]`` holding the preprocessing settings.
+    report : dict
+        ``rmse``, ``baseline_rmse`` (seasonal naive when the series is long enough, else naive),
+        ``baseline``, ``test_index``, ``y_true``, ``y_pred``, ``history``.
+    """
+    cfg = cfg or ForecastConfig()
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if cfg.log is None:
+        cfg.log = bool(np.all(v > 0))
+    if cfg.test_size < 1 or cfg.test_size >= len(v) - cfg.window - cfg.horizon:
+        raise ValueError(f"test_size {cfg.test_size} leaves no training windows for a series of {len(v)} points")
+    z = _transform(v, cfg)
+    n_train = len(v) - cfg.test_size
+    ztr = z[:n_train]
+    cfg.scale = float(np.std(np.diff(ztr, n=cfg.horizon))) or 1.0
+    X, y, _ = _windows(ztr, cfg.window, cfg.horizon, cfg.scale)
+    model = build_model(cfg)
+    from .optimizers import get as get_optimizer
+
+    model.compile(loss="mse", optimizer=get_optimizer(cfg.optimizer, learning_rate=cfg.learning_rate))
+    history = model.fit(X, y, batch_size=cfg.batch_size, epochs=cfg.epochs, verbose=verbose,
+                        callbacks=callbacks, shuffle=True, seed=cfg.seed)
+    model.meta["forecast"] = {k: (list(val) if isinstance(val, tuple) else val) for k, val in asdict(cfg).items()}
+    # one-step-ahead forecasts for every test point (inputs may reach back into the training part)
+    targets = np.arange(n_train, len(v))
+    y_pred = predict_at(model, v, targets)
+    y_true = v[targets]
+    season = 12 if len(v) > 36 else 1
+    base = v[targets - max(season, cfg.horizon)] if season >= cfg.horizon else v[targets - cfg.horizon]
+    rmse = float(np.sqrt(np.mean((y_pred - y_true) ** 2)))
+    brmse = float(np.sqrt(np.mean((base - y_true) ** 2)))
+    return model, dict(rmse=rmse, baseline_rmse=brmse,
+                       baseline="seasonal naive (same month last year)" if season == 12 else "naive (last value)",
+                       test_index=targets, y_true=y_true, y_pred=y_pred, baseline_pred=base, history=history)
+
+
+def predict_at(model, values, targets):
+    """Forecast ``values[t]`` for each t in ``targets`` from the ``window`` values ending at t - horizon."""
+    fc = model.meta.get("forecast")
+    if fc is None:
+        raise ValueError("model has no forecasting settings (it was not trained by edgernn train/demo)")
+    cfg = ForecastConfig(**{k: (tuple(v) if k == "units" else v) for k, v in fc.items()})
+    v = np.asarray(values, dtype=np.float64).ravel()
+    z = _transform(v, cfg)
+    targets = np.asarray(targets)
+    anchors = targets - cfg.horizon
+    if anchors.min() < cfg.window - 1 or targets.max() > len(v) - 1 + cfg.horizon:
+        raise ValueError("not enough history before the first target")
+    idx = anchors[:, None] - np.arange(cfg.window)[::-1][None, :]  # (M, window)
+    X = ((z[idx] - z[anchors][:, None]) / cfg.scale)[:, :, None].astype(np.float32)
+    d = model.predict(X)[:, 0].astype(np.float64) * cfg.scale
+    zp = z[anchors] + d
+    return np.exp(zp) if cfg.log else zp
+
+
+def forecast_next(model, values):
+    """Forecast the value ``horizon`` steps after the end of ``values``."""
+    fc = model.meta["forecast"] if "forecast" in model.meta else None
+    if fc is None:
+        raise ValueError("model has no forecasting settings (it was not trained by edgernn train/demo)")
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if len(v) < fc["window"]:
+        raise ValueError(f"need at least {fc['window']} values, got {len(v)}")
+    t = len(v) - 1 + fc["horizon"]
+    return float(predict_at(model, np.concatenate([v, np.zeros(fc["horizon"])]), np.array([t]))[0])
