@@ -4,9 +4,13 @@ Importing edgernn needs only numpy, numba and SciPy; ``edgernn.onnx`` needs onnx
 onnxruntime, and plotting in examples needs matplotlib.
 """
 
-from . import functional
+from . import callbacks, functional, initializers, layers, losses, metrics, optimizers
 from ._config import get_num_threads, set_num_threads
+from .callbacks import TrainingDiverged
+from .models import Sequential
+from .saving import load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["functional", "set_num_threads", "get_num_threads", "__version__"]
+__all__ = ["functional", "set_num_threads", "get_num_threads", "__version__", "Sequential", "load_model",
+           "TrainingDiverged", "layers", "losses", "metrics", "optimizers", "callbacks", "initializers"]

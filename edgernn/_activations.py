@@ -29,7 +29,9 @@ SOFTPLUS = 10
 FAST_TANH = 11
 FAST_SIGMOID = 12
 
-# ONNX name (lower-cased) -> (code, default alpha, default beta); defaults as onnxruntime.
+# ONNX name (lower-cased) -> (code, default alpha, default beta): the ONNX operators' defaults.
+# onnxruntime uses 0 for Affine/ThresholdedRelu/ScaledTanh when no list is given, so the
+# exporter always writes explicit activation_alpha/activation_beta lists.
 ACTIVATIONS = {
     "relu": (RELU, 0.0, 0.0),
     "tanh": (TANH, 0.0, 0.0),

@@ -182,6 +182,8 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
         reverse = direction == "reverse" or d == 1
         ridx = _reverse_index(L, T) if reverse else None
         Xt = _time_major(X, ridx)  # (T, B, I)
+        if L.min() < T:  # padded steps never matter: zero them so NaN padding cannot reach dW
+            Xt[np.arange(T)[:, None] >= L[None, :]] = 0
         hinit = np.zeros((B, H), dt) if h0 is None else np.ascontiguousarray(h0[:, d])
         bias = _bias_sum(Wb, Rb, d, GH, dt)
         if cell == "gru" and linear_before_reset and Rb is not None:

@@ -39,7 +39,7 @@ class Loss:
         want = tuple(pred_shape)
 
         def match(shape, target):
-            return len(shape) == len(target) and all(t is None or s == t for s, t in zip(shape, target))
+            return len(shape) == len(target) and all(t is None or s == t for s, t in zip(shape, target, strict=False))
 
         if match(y.shape, want):
             return y
@@ -202,7 +202,7 @@ class SparseCategoricalCrossentropy(CategoricalCrossentropy):
         want = tuple(pred_shape[:-1])
         if y.ndim == len(want) + 1 and y.shape[-1] == 1:
             y = y[..., 0]
-        if y.ndim != len(want) or any(t is not None and s != t for s, t in zip(y.shape, want)):
+        if y.ndim != len(want) or any(t is not None and s != t for s, t in zip(y.shape, want, strict=False)):
             raise ValueError(f"loss {self.name!r}: class-id targets of shape {y.shape} do not match "
                              f"model outputs of shape {tuple(pred_shape)} (expected {want})")
         if y.dtype.kind == "f":

@@ -72,7 +72,7 @@ class Optimizer:
         """
         grads = self.clip(grads, sq_norms)
         lr = self.current_learning_rate()
-        for i, (p, g) in enumerate(zip(params, grads)):
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             self._update(i, p, g, lr)
         self.iterations += 1
 

@@ -23,8 +23,8 @@ ONNX is silent):
   reverse direction runs backwards over the valid part ``[0, lengths[b])`` only, starting from
   the initial state at ``t = lengths[b]-1``; its outputs are stored in the original time order.
   ``Y_h`` (and ``Y_c``) is the state after the last processed step, i.e. the initial state when
-  ``lengths[b] == 0``.  (onnxruntime's LSTM/GRU return zeros for ``Y_h``/``Y_c`` of a length-0
-  row instead; its RNN reads out of bounds there.  See ``tests/onnx_util.py``.)
+  ``lengths[b] == 0``.  (onnxruntime returns zeros for ``Y_h``/``Y_c`` of a length-0 row
+  instead.  See ``tests/onnx_util.py``.)
 * ``clip``: every gate pre-activation (after adding biases and peephole terms) is clipped to
   ``[-clip, clip]`` before its activation function.  The LSTM cell state fed to ``h`` is *not*
   clipped (it is not a gate pre-activation; onnxruntime does not clip it either).

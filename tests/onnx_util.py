@@ -16,10 +16,9 @@ onnxruntime quirks handled here (found reading its CPU kernels, 1.2x-1.3x):
   written back as one value per activation that uses it, in activation order, which is how
   onnxruntime 1.32 reads them for all three ops (checked in test_naive_oracle.py; older
   onnxruntime RNN kernels indexed them per direction instead).
-* ``sequence_lens`` with a 0 entry: LSTM/GRU return zeros for that row's ``Y_h``/``Y_c`` (ONNX
-  and edgernn: the initial state); RNN reads memory before the output buffer for a forward
-  direction.  Callers compare ``Y_h`` only on rows with a nonzero length (``valid_rows``), and
-  do not pass length 0 to the RNN.
+* ``sequence_lens`` with a 0 entry: RNN/GRU/LSTM return zeros for that row's ``Y_h``/``Y_c``
+  (ONNX and edgernn: the initial state; older onnxruntime RNN kernels even read out of bounds
+  there).  Callers compare ``Y_h``/``Y_c`` only on rows with a nonzero length (``valid_rows``).
 """
 
 from __future__ import annotations

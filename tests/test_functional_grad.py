@@ -192,6 +192,51 @@ def test_backward_without_dY_h_and_with_only_dY_h(cell):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_gradient_larger_case(cell):
+    # longer sequences and wider layers, every option on at once
+    opts = dict(B=3, T=6, H=3, I=3, direction="bidirectional", lengths=[6, 2, 5], scale=0.5)
+    if cell == "lstm":
+        opts.update(peephole=True, input_forget=False)
+    if cell == "gru":
+        opts.update(linear_before_reset=False)
+    for seed in range(50, 250):
+        kw = naive.random_case(cell, seed, activations=None, alpha_beta=None, **opts)
+        pre = np.concatenate([np.abs(e["pre"]) for e in naive.forward_trace(cell, **kw) if e["clipped"]])
+        kw["clip"] = float(np.quantile(pre, 0.8))
+        if naive.min_kink_distance(naive.forward_trace(cell, **kw), kw["clip"]) > MARGIN:
+            break
+    else:  # pragma: no cover
+        pytest.fail("no case with enough margin found")
+    gY, gH, gC = _projections(cell, kw, np.random.default_rng(4))
+    grads = _analytic(cell, kw, gY, gH, gC)
+    for name in _inputs(cell, kw):
+        num = _numeric_grad(cell, kw, name, gY, gH, gC)
+        err = np.max(np.abs(grads[name] - num))
+        assert err <= REL_TOL * max(1.0, np.max(np.abs(num))), f"d{name}: max abs error {err:.3g}"
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_backward_is_repeatable_and_leaves_inputs_alone(cell):
+    kw = _find_case(cell, "lengths", "bidirectional")
+    gY, gH, gC = _projections(cell, kw, np.random.default_rng(6))
+    copies = [a.copy() for a in (gY, gH, gC) if a is not None]
+    out = getattr(F, cell)(**kw, train=True)
+    bwd = getattr(F, cell + "_backward")
+    args = (gY, gH, gC) if cell == "lstm" else (gY, gH)
+    first = bwd(out[-1], *args)
+    second = bwd(out[-1], *args)  # the cache must survive a backward pass
+    for k in first:
+        np.testing.assert_array_equal(first[k], second[k], err_msg=k)
+    for a, c in zip([a for a in args if a is not None], copies, strict=True):
+        np.testing.assert_array_equal(a, c)
+    # dY=None means zeros
+    none = bwd(out[-1], None, gH)
+    zero = bwd(out[-1], np.zeros_like(gY), gH)
+    for k in none:
+        np.testing.assert_array_equal(none[k], zero[k], err_msg=k)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_backward_float32_close_to_float64(cell):
     kw = _find_case(cell, "plain", "bidirectional")
     gY, gH, gC = _projections(cell, kw, np.random.default_rng(2))

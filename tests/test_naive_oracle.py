@@ -31,7 +31,7 @@ def _compare_ort(cell, kw, opset=None, tol=ORT_TOL):
     rows = onnx_util.valid_rows(kw.get("lengths"), B)
     names = ["Y", "Y_h", "Y_c"]
     np.testing.assert_allclose(got[0], expected[0], err_msg="Y", **tol)
-    for name, g, e in zip(names[1:], got[1:], expected[1:]):
+    for name, g, e in zip(names[1 : len(got)], got[1:], expected[1:], strict=True):
         np.testing.assert_allclose(g[rows], e[rows], err_msg=name, **tol)
 
 
@@ -133,7 +133,7 @@ def test_naive_matches_reference_evaluator_float64(cell, seed):
                            h0=seed % 4 != 3, biases=seed % 4 != 2)
     expected = getattr(naive, cell)(**kw)
     got = onnx_util.run_reference(cell, dtype=np.float64, **kw)
-    for name, g, e in zip(["Y", "Y_h", "Y_c"], got, expected):
+    for name, g, e in zip(["Y", "Y_h", "Y_c"][: len(got)], got, expected, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-12, err_msg=name)
 
 
@@ -160,7 +160,7 @@ def test_lengths_equal_truncated_sequences(cell, direction):
                 np.testing.assert_array_equal(out[2][b], kw["c0"][b])
             continue
         np.testing.assert_allclose(Y[:n], ref[0][0], rtol=0, atol=1e-14)
-        for o, r in zip(out[1:], ref[1:]):
+        for o, r in zip(out[1:], ref[1:], strict=True):
             np.testing.assert_allclose(o[b], r[0], rtol=0, atol=1e-14)
 
 
@@ -175,7 +175,7 @@ def test_input_forget_ignores_forget_gate_parameters():
         kw2[k][:, 2 * H : 3 * H] += 1.0  # forget-gate rows
     kw2["P"] = kw["P"].copy()
     kw2["P"][:, 2 * H :] += 1.0  # forget peephole
-    for a, b in zip(out, naive.lstm(**kw2)):
+    for a, b in zip(out, naive.lstm(**kw2), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

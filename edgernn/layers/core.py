@@ -21,7 +21,8 @@ __all__ = ["Layer", "Input", "InputLayer", "Dense", "Dropout", "Activation", "Em
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    """``"SimpleRNN"`` -> ``"simple_rnn"``, ``"LSTM"`` -> ``"lstm"``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
 
 
 class Layer:
@@ -135,7 +136,7 @@ class Layer:
         names = self.weight_names
         if len(weights) != len(names):
             raise ValueError(f"layer {self.name!r} expects {len(names)} arrays ({names}), got {len(weights)}")
-        for n, w in zip(names, weights):
+        for n, w in zip(names, weights, strict=True):
             store = self.params if n in self.params else self.buffers
             w = np.asarray(w)
             if w.shape != store[n].shape:

@@ -1,0 +1,339 @@
+"""Training callbacks: History, EarlyStopping, ModelCheckpoint, LearningRateScheduler, ProgressBar.
+
+A callback sees ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
+``on_batch_end(batch, logs)``, ``on_epoch_end(epoch, logs)`` and ``on_train_end(logs)``;
+``self.model`` is the model being trained and setting ``model.stop_training = True`` ends
+training after the current epoch.
+
+Divergence handling is built into ``fit`` (no callback needed): when the loss or a gradient
+becomes NaN or inf, training stops, the weights from before the offending update are put
+back and ``TrainingDiverged`` is raised, naming the epoch and batch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import sys
+import time
+import warnings
+
+__all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
+           "ProgressBar", "TrainingDiverged"]
+
+logger = logging.getLogger("edgernn")
+
+
+class TrainingDiverged(FloatingPointError, RuntimeError):
+    """The loss or a gradient became NaN/inf during ``fit``; the model holds the last good weights.
+
+    Attributes
+    ----------
+    epoch, batch : int
+        Where it happened (0-based).
+    history : History
+        What was recorded before.
+    """
+
+    def __init__(self, message, epoch=None, batch=None, history=None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.batch = batch
+        self.history = history
+
+
+class Callback:
+    """Base class; override the hooks you need."""
+
+    def __init__(self):
+        self.model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_batch_end(self, batch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+class CallbackList:
+    """Calls each hook on every callback in order."""
+
+    def __init__(self, callbacks, model):
+        self.callbacks = list(callbacks)
+        for cb in self.callbacks:
+            cb.set_model(model)
+
+    def __getattr__(self, hook):
+        if not hook.startswith("on_"):
+            raise AttributeError(hook)
+
+        def call(*args, **kw):
+            for cb in self.callbacks:
+                getattr(cb, hook)(*args, **kw)
+
+        return call
+
+
+class History(Callback):
+    """Records the logs of each epoch: ``history.history["loss"]`` is a list, one per epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.history = {}
+        self.epoch = []
+
+    def on_train_begin(self, logs=None):
+        self.history = {}
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+
+
+def _better(mode, monitor):
+    if mode == "auto":
+        mode = "max" if ("acc" in monitor) else "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    return mode
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch logs, e.g. ``"val_loss"`` (default) or ``"loss"``.
+    min_delta : float
+    patience : int
+    mode : {"auto", "min", "max"}
+    baseline : float, optional
+        Stop if the monitor does not beat this.
+    restore_best_weights : bool
+        At the end, put back the weights of the best epoch.
+    start_from_epoch : int
+        Epochs to wait before monitoring.
+    """
+
+    def __init__(self, monitor="val_loss", min_delta=0.0, patience=0, verbose=0, mode="auto",
+                 baseline=None, restore_best_weights=False, start_from_epoch=0):
+        super().__init__()
+        self.monitor = monitor
+        self.min_delta = abs(float(min_delta))
+        self.patience = int(patience)
+        self.verbose = verbose
+        self.mode = _better(mode, monitor)
+        self.baseline = baseline
+        self.restore_best_weights = bool(restore_best_weights)
+        self.start_from_epoch = int(start_from_epoch)
+
+    def _improved(self, value, ref):
+        if ref is None:
+            return True
+        if self.mode == "min":
+            return value < ref - self.min_delta
+        return value > ref + self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.stopped_epoch = None
+        self.best = self.baseline
+        self.best_weights = None
+        self.best_epoch = None
+        self._warned = False
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            if not self._warned:
+                warnings.warn(f"EarlyStopping: monitored metric {self.monitor!r} is not available; "
+                              f"available: {sorted(logs or {})}", RuntimeWarning, stacklevel=2)
+                self._warned = True
+            return
+        if epoch < self.start_from_epoch:
+            return
+        if self._improved(value, self.best):
+            self.best = value
+            self.best_epoch = epoch
+            self.wait = 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch is not None and self.verbose:
+            logger.info("EarlyStopping: stopped at epoch %d", self.stopped_epoch + 1)
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (atomically, ``model.save``) after each epoch, or only when it improved.
+
+    Parameters
+    ----------
+    filepath : str
+        May contain ``{epoch}`` and log keys, e.g. ``"ckpt-{epoch:02d}-{val_loss:.4f}.npz"``
+        (epoch is 1-based, as Keras).
+    monitor : str
+    save_best_only : bool
+    mode : {"auto", "min", "max"}
+    """
+
+    def __init__(self, filepath, monitor="val_loss", save_best_only=False, mode="auto", verbose=0):
+        super().__init__()
+        self.filepath = str(filepath)
+        self.monitor = monitor
+        self.save_best_only = bool(save_best_only)
+        self.mode = _better(mode, monitor)
+        self.verbose = verbose
+        self.best = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = logs.get(self.monitor)
+            if value is None:
+                warnings.warn(f"ModelCheckpoint: monitored metric {self.monitor!r} is not available; "
+                              "saving anyway", RuntimeWarning, stacklevel=2)
+            else:
+                better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+                if not better:
+                    return
+                self.best = value
+        path = self.filepath.format(epoch=epoch + 1, **logs)
+        self.model.save(path)
+        if self.verbose:
+            logger.info("ModelCheckpoint: saved %s", path)
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at the start of each epoch.
+
+    Parameters
+    ----------
+    schedule : callable
+        ``schedule(epoch)`` or ``schedule(epoch, lr)`` -> new learning rate (epoch 0-based).
+    """
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        self.schedule = schedule
+        self.verbose = verbose
+        try:
+            self._two = len(inspect.signature(schedule).parameters) >= 2
+        except (TypeError, ValueError):
+            self._two = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        opt = self.model.optimizer
+        lr = opt.current_learning_rate()
+        new = self.schedule(epoch, lr) if self._two else self.schedule(epoch)
+        new = float(new)
+        if not math.isfinite(new) or new < 0:
+            raise ValueError(f"LearningRateScheduler: schedule returned an invalid learning rate {new!r}")
+        opt.learning_rate = new
+        if self.verbose:
+            logger.info("epoch %d: learning rate %g", epoch + 1, new)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["lr"] = self.model.optimizer.current_learning_rate()
+
+
+def _fmt_logs(logs):
+    return " - ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in logs.items())
+
+
+class ProgressBar(Callback):
+    """Progress on stderr: a live bar on a terminal (``verbose=1``), one line per epoch
+    (``verbose=2``), nothing for ``verbose=0`` or when ``verbose=1`` and stderr is not a TTY.
+
+    Parameters
+    ----------
+    verbose : int
+    stream : file, optional
+        Defaults to ``sys.stderr`` (looked up at use time).
+    interval : float
+        Minimum seconds between redraws of the bar.
+    """
+
+    def __init__(self, verbose=1, stream=None, interval=0.1, width=30):
+        super().__init__()
+        self.verbose = int(verbose)
+        self.stream = stream
+        self.interval = float(interval)
+        self.width = int(width)
+
+    def _out(self):
+        return self.stream if self.stream is not None else sys.stderr
+
+    def _live(self):
+        if self.verbose != 1:
+            return False
+        isatty = getattr(self._out(), "isatty", None)
+        try:
+            return bool(isatty and isatty())
+        except ValueError:  # closed stream
+            return False
+
+    def on_train_begin(self, logs=None):
+        self.epochs = self.model._fit_params.get("epochs", 1)
+        self.steps = self.model._fit_params.get("steps", 0)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+        self._last = 0.0
+        self._epoch = epoch
+        if self._live():
+            self._write(f"Epoch {epoch + 1}/{self.epochs}\n")
+
+    def _write(self, text):
+        out = self._out()
+        out.write(text)
+        out.flush()
+
+    def on_batch_end(self, batch, logs=None):
+        if not self._live():
+            return
+        now = time.perf_counter()
+        done = batch + 1
+        if now - self._last < self.interval and done < self.steps:
+            return
+        self._last = now
+        frac = done / max(self.steps, 1)
+        filled = int(self.width * frac)
+        bar = "=" * max(filled - 1, 0) + (">" if filled < self.width else "=") + "." * (self.width - filled)
+        elapsed = now - self._t0
+        eta = elapsed / done * (self.steps - done)
+        n = len(str(self.steps))
+        self._write(f"\r{done:>{n}}/{self.steps} [{bar}] - ETA: {eta:.0f}s - {_fmt_logs(logs or {})}\033[K")
+
+    def on_epoch_end(self, epoch, logs=None):
+        elapsed = time.perf_counter() - self._t0
+        if self._live():
+            n = len(str(self.steps))
+            self._write(f"\r{self.steps:>{n}}/{self.steps} [{'=' * self.width}] - {elapsed:.1f}s - "
+                        f"{_fmt_logs(logs or {})}\033[K\n")
+        elif self.verbose == 2:
+            self._write(f"Epoch {epoch + 1}/{self.epochs} - {elapsed:.1f}s - {_fmt_logs(logs or {})}\n")
