@@ -185,10 +185,10 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
         if L.min() < T:  # padded steps never matter: zero them so NaN padding cannot reach dW
             Xt[np.arange(T)[:, None] >= L[None, :]] = 0
         hinit = np.zeros((B, H), dt) if h0 is None else np.ascontiguousarray(h0[:, d])
-        bias = _bias_sum(Wb, Rb, d, GH, dt)
+        bias = _bias_sum(Wb, Rb, d, GH, dt)  # added inside the kernels' loops
         if cell == "gru" and linear_before_reset and Rb is not None:
             bias[2 * H:] -= Rb[d, 2 * H:]  # Rbh sits inside r * (.) and is added in the loop
-        Gm = (Xt.reshape(T * B, I) @ W[d].T + bias).reshape(T, B, GH)  # (T, B, G*H)
+        Gm = np.dot(Xt.reshape(T * B, I), W[d].T).reshape(T, B, GH)  # (T, B, G*H)
         Yt = np.zeros((T, B, H), dt)  # (T, B, H)
         h = np.empty((B, H), dt)
         A = np.empty((Tk, B, GH), dt)
@@ -196,13 +196,12 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
         Hs = np.empty((T + 1 if train else 1, B, H), dt)
         st = dict(Xt=Xt, ridx=ridx, A=A, Gt=Gt, Hs=Hs)
         if cell == "rnn":
-            K.rnn_forward(Gm, R[d], np.ascontiguousarray(R[d].T), hinit, L, codes[d, 0], al[d, 0], be[d, 0],
+            K.rnn_forward(Gm, bias, R[d], hinit, L, codes[d, 0], al[d, 0], be[d, 0],
                           clipv, train, Yt, h, A, Gt, Hs)
         elif cell == "gru":
             Rbh = np.zeros(H, dt) if Rb is None else np.ascontiguousarray(Rb[d, 2 * H:])
             RH = np.empty((Tk, B, H), dt)
-            K.gru_forward(Gm, R[d, : 2 * H], np.ascontiguousarray(R[d, : 2 * H].T), R[d, 2 * H:],
-                          np.ascontiguousarray(R[d, 2 * H:].T), Rbh,
+            K.gru_forward(Gm, bias, R[d], R[d, : 2 * H], R[d, 2 * H:], Rbh,
                           hinit, L, codes[d], al[d], be[d], clipv, bool(linear_before_reset), train,
                           Yt, h, A, Gt, Hs, RH)
             st["RH"] = RH
@@ -212,7 +211,7 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
             c = np.empty((B, H), dt)
             Cs = np.empty((T + 1 if train else 1, B, H), dt)
             Hc = np.empty((Tk, B, H), dt)
-            K.lstm_forward(Gm, R[d], np.ascontiguousarray(R[d].T), Pd, hinit, cinit, L, codes[d], al[d], be[d], clipv,
+            K.lstm_forward(Gm, bias, R[d], Pd, hinit, cinit, L, codes[d], al[d], be[d], clipv,
                            bool(input_forget), P is not None, train, Yt, h, c, A, Gt, Hs, Cs, Hc)
             Y_c[:, d] = c
             st.update(Cs=Cs, Hc=Hc)
@@ -343,13 +342,13 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
         dA = np.zeros((T, B, GH), dt)  # (T, B, G*H)
         Hprev = st["Hs"][:T].reshape(T * B, H)  # (T*B, H)
         if cell == "rnn":
-            K.rnn_backward(R[d], np.ascontiguousarray(R[d].T), L, a["codes"][d, 0], a["al"][d, 0], a["be"][d, 0],
+            K.rnn_backward(np.ascontiguousarray(R[d].T), L, a["codes"][d, 0], a["al"][d, 0], a["be"][d, 0],
                            a["clip"], dYt, dh, st["A"], st["Gt"], dA)
             dRec = dA
             dR[d] = dA.reshape(T * B, GH).T @ Hprev
         elif cell == "gru":
             dRec = np.zeros((T, B, GH), dt)
-            K.gru_backward(R[d, : 2 * H], np.ascontiguousarray(R[d, : 2 * H].T), R[d, 2 * H:],
+            K.gru_backward(np.ascontiguousarray(R[d].T), np.ascontiguousarray(R[d, : 2 * H].T),
                            np.ascontiguousarray(R[d, 2 * H:].T), L,
                            a["codes"][d], a["al"][d], a["be"][d], a["clip"], a["lbr"], dYt, dh,
                            st["A"], st["Gt"], st["Hs"], st["RH"], dA, dRec)
@@ -360,7 +359,7 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
         else:
             dc = np.zeros((B, H), dt) if dY_c is None else dY_c[:, d].copy()
             Pd = np.zeros(3 * H, dt) if a["P"] is None else a["P"][d]
-            K.lstm_backward(R[d], np.ascontiguousarray(R[d].T), Pd, L, a["codes"][d], a["al"][d], a["be"][d], a["clip"],
+            K.lstm_backward(np.ascontiguousarray(R[d].T), Pd, L, a["codes"][d], a["al"][d], a["be"][d], a["clip"],
                             a["input_forget"], a["P"] is not None, dYt, dh, dc, st["A"], st["Gt"], st["Hs"],
                             st["Cs"], st["Hc"], dA, dP[d])
             dRec = dA

@@ -442,7 +442,7 @@ class Sequential:
         N = X.shape[0]
         steps = math.ceil(N / batch_size)
         history = cbks.History()
-        cb_list = [history] + list(callbacks or [])
+        cb_list = list(callbacks or []) + [history]  # History sees what callbacks add (e.g. "lr")
         if verbose:
             cb_list.append(cbks.ProgressBar(verbose))
         cb = cbks.CallbackList(cb_list, self)
@@ -510,15 +510,16 @@ class Sequential:
         return history
 
     def _train_step(self, xb, yb, lb, pairs, snapshot):
-        loss, grads, pred = self._loss_and_grads(xb, yb, lb, training=True)
-        if not math.isfinite(loss):
-            raise _Diverged(f"the loss became {loss}")
-        sq = [float(np.vdot(g, g)) for g in grads]
-        if not math.isfinite(sum(sq)):
-            raise _Diverged("a gradient became NaN or inf")
-        for (layer, k), s in zip(pairs, snapshot, strict=True):
-            np.copyto(s, layer.params[k])
-        self.optimizer.apply([layer.params[k] for layer, k in pairs], grads, sq)
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported here
+            loss, grads, pred = self._loss_and_grads(xb, yb, lb, training=True)
+            if not math.isfinite(loss):
+                raise _Diverged(f"the loss became {loss}")
+            sq = [float(np.vdot(g, g)) for g in grads]
+            if not math.isfinite(sum(sq)):
+                raise _Diverged("a gradient became NaN or inf")
+            for (layer, k), s in zip(pairs, snapshot, strict=True):
+                np.copyto(s, layer.params[k])
+            self.optimizer.apply([layer.params[k] for layer, k in pairs], grads, sq)
         if self.metrics:
             mask = self._mask(pred, self._last_lengths)
             for m in self.metrics:
@@ -667,17 +668,19 @@ class Sequential:
                 return ", ".join(fmt(s) for s in shape)
             return "(" + ", ".join("None" if d is None else str(d) for d in (None,) + tuple(shape)) + ")"
 
-        w1, w2 = 32, 26
-        w3 = max(10, line_length - w1 - w2)
+        shapes = [fmt(layer.output_shape if layer.built else None) for layer in self._layers]
+        w1 = max([32] + [len(layer.name) + len(type(layer).__name__) + 5 for layer in self._layers])
+        w2 = max([26] + [len(s) + 2 for s in shapes])
+        w3 = max(12, line_length - w1 - w2)
+        line_length = w1 + w2 + w3
         rows = [f'Model: "{self.name}"', "_" * line_length,
                 f"{'Layer (type)':<{w1}}{'Output Shape':<{w2}}{'Param #':>{w3}}", "=" * line_length]
         total = trainable = 0
-        for layer in self._layers:
+        for layer, shape in zip(self._layers, shapes, strict=True):
             n = layer.count_params() if layer.built else 0
             total += n
             trainable += n if layer.trainable else 0
-            rows.append(f"{(layer.name + ' (' + type(layer).__name__ + ')'):<{w1}}"
-                        f"{fmt(layer.output_shape if layer.built else None):<{w2}}{n:>{w3},}")
+            rows.append(f"{(layer.name + ' (' + type(layer).__name__ + ')'):<{w1}}{shape:<{w2}}{n:>{w3},}")
         rows += ["=" * line_length, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
                  f"Non-trainable params: {total - trainable:,}", "_" * line_length]
         if any(isinstance(layer, (RecurrentLayer, Bidirectional)) for layer in self._layers):
@@ -693,6 +696,12 @@ class Sequential:
             logger.info("%s", text)
         return text
 
+    def stream(self, batch_size=1):
+        """A step-by-step inference engine with preallocated state (see ``edgernn.streaming``)."""
+        from .streaming import stream
+
+        return stream(self, batch_size)
+
     # ---- config / saving ------------------------------------------------------------------------
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype.name, "seed": self.seed,
@@ -705,7 +714,6 @@ class Sequential:
         layers = [get_layer_class(spec["class_name"]).from_config(spec["config"]) for spec in config["layers"]]
         model = cls(name=config.get("name"), dtype=config.get("dtype", "float32"), seed=config.get("seed"))
         for layer in layers:
-            layer.input_spec = None
             model.add(layer)
         if config.get("input_shape") is not None:
             model.build(tuple(config["input_shape"]))

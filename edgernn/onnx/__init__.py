@@ -1,0 +1,603 @@
+"""ONNX export of edgernn models, cross-validated against onnxruntime.
+
+::
+
+    import edgernn.onnx
+    edgernn.onnx.export(model, "model.onnx")                          # full-sequence graph
+    edgernn.onnx.export(model, "model_stream.onnx", streaming=True)   # one step + states
+    report = edgernn.onnx.verify(model, "model.onnx")                 # raises on mismatch
+    print(report)
+
+This subpackage needs ``onnx`` and ``onnxruntime`` (``pip install 'edgernn[onnx]'``);
+``import edgernn`` never imports them.
+
+The graphs
+----------
+*Full graph* (``streaming=False``): input ``x`` float32 (batch, time, features) with symbolic
+``batch`` and ``time`` (int64 ids (batch, time) for a model starting with ``Embedding``),
+output ``y`` batch-first as ``model.predict`` returns it, plus the states when the last layer
+has ``return_state`` (``state_{k}_h_out``, ``state_{k}_c_out`` in Keras order, ``_backward``
+for the backward half of a Bidirectional). Recurrent layers are native ``RNN``/``GRU``/``LSTM``
+nodes (``layout=0``, between two Transposes).
+
+Variable lengths: ``Masking(mask_value)`` and ``Embedding(mask_zero=True)`` are exported with
+their lengths *computed inside the graph* from the input (1 + the last step with any feature
+!= mask_value, as the layers do), so ``session.run(None, {"x": x})`` equals
+``model.predict(x)`` on the same padded array without any extra input. For lengths given
+explicitly (``model.predict(x, lengths=L)`` or a list of sequences), export with
+``lengths_input=True``: the graph then has an int64 ``lengths`` (batch,) input as well
+(combined with a Masking layer by taking the minimum, as the layers do).
+
+Stateful layers (``stateful=True``) get their initial state from graph inputs
+``state_{k}_h`` [``state_{k}_c``] (batch, units), zeros for a fresh start, and return the final
+state as ``state_{k}_h_out`` [``state_{k}_c_out``], so a device carries it between calls exactly
+as ``predict`` carries it between batches.
+
+*Streaming graph* (``streaming=True``): one time step. Inputs ``x`` (batch, features) and, for
+every recurrent layer k (counted from 0 in model order), ``state_{k}_h`` (batch, units) and for
+LSTMs ``state_{k}_c``; outputs ``y`` (batch, out) and the new states ``state_{k}_h_out``,
+``state_{k}_c_out``. Start from zeros and feed each output state back as the next input state.
+Bidirectional and ``go_backwards`` layers cannot run step by step and are refused. Masking is
+the identity there (a stream has no trailing padding: feed real steps only).
+
+``metadata_props`` holds the edgernn version, the graph kind, the input layout, name, dtype
+and feature count, the layer summary, the outputs, and for state-carrying graphs the names
+and shapes of the states (``states``, JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from .converters import (
+    ConversionContext,
+    StateSpec,
+    UnsupportedError,
+    Value,
+    convert_layers,
+    get_converter,
+    register,
+)
+from .graph import MIN_OPSET, GraphBuilder, make_rnn_node, supported_opset
+
+__all__ = ["export", "verify", "build_model", "VerifyReport", "VerificationError", "UnsupportedError",
+           "register", "get_converter", "Value", "ConversionContext", "StateSpec", "GraphBuilder",
+           "make_rnn_node", "supported_opset", "MIN_OPSET", "export_cli"]
+
+
+class VerificationError(ValueError):
+    """onnxruntime's results differ from ``model.predict`` by more than the tolerance."""
+
+    def __init__(self, message, report=None):
+        super().__init__(message)
+        self.report = report
+
+
+# -------------------------------------------------------------------------------------------
+# export
+# -------------------------------------------------------------------------------------------
+def _resolve_opset(opset):
+    best = supported_opset()
+    if opset is None:
+        return best
+    if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
+        raise TypeError(f"opset: expected an integer, got {opset!r}")
+    opset = int(opset)
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is not supported: edgernn exports opset {MIN_OPSET} or later "
+                         "(the RNN/GRU/LSTM definitions it follows)")
+    if opset > best:
+        import onnxruntime
+
+        raise ValueError(f"opset {opset} is newer than the installed onnxruntime {onnxruntime.__version__} "
+                         f"and onnx {onnx.__version__} run together (newest: {best})")
+    return opset
+
+
+def _model_layers(model):
+    layers = list(getattr(model, "layers", []))
+    if not getattr(model, "built", False) or not layers:
+        raise ValueError("export: the model has no layers or is not built (fit it, or give "
+                         "input_shape= to the first layer)")
+    return layers
+
+
+def _layer_summary(layers):
+    out = []
+    for layer in layers:
+        shape = layer.output_shape
+        if isinstance(shape, list):
+            shape = shape[0]
+        entry = {"name": layer.name, "class": type(layer).__name__,
+                 "output_shape": ["batch"] + [d if d is not None else "time" for d in (shape or ())],
+                 "params": int(layer.count_params())}
+        if hasattr(layer, "cell") and getattr(layer, "units", None) is not None:
+            entry.update(cell=layer.cell, units=int(layer.units), direction=layer.direction)
+        out.append(entry)
+    return out
+
+
+def build_model(model, streaming=False, opset=None, lengths_input=False):
+    """Build the ``onnx.ModelProto`` of ``model`` (without writing or checking it).
+
+    Parameters
+    ----------
+    model : Sequential
+        A built model.
+    streaming : bool
+        Single-step graph with explicit states (see the module docstring).
+    opset : int, optional
+        Default: :func:`supported_opset`. Must be >= 14.
+    lengths_input : bool
+        Full graph only: add an int64 ``lengths`` (batch,) input.
+
+    Returns
+    -------
+    onnx.ModelProto
+
+    Raises
+    ------
+    UnsupportedError
+        A layer or option without a faithful ONNX form (the message names both).
+    ValueError
+        Bad opset, unbuilt model.
+    """
+    from .. import __version__
+
+    opset = _resolve_opset(opset)
+    layers = _model_layers(model)
+    input_shape = tuple(model.input_shape)
+    g, ctx, out_names = convert_layers(layers, input_shape, streaming=bool(streaming), opset=opset,
+                                       lengths_input=bool(lengths_input))
+    ids = ctx.input_kind == "ids"
+    if streaming:
+        layout = "one step: x (batch, features)" if not ids else "one step: x (batch,) int64 token ids"
+    elif len(input_shape) == 1 and not ids:
+        layout = "x (batch, features)"
+    else:
+        layout = ("batch-first: x (batch, time, features)" if not ids
+                  else "batch-first: x (batch, time) int64 token ids")
+    summary = model.summary(print_fn=lambda s: None) if hasattr(model, "summary") else ""
+    meta = {
+        "edgernn_version": __version__,
+        "graph": "streaming" if streaming else "full",
+        "input_name": "x",
+        "input_layout": layout,
+        "input_dtype": "int64" if ids else "float32",
+        "input_features": str(layers[0].input_dim if ids else input_shape[-1]),
+        "input_shape": json.dumps(ctx.input_shape),
+        "outputs": json.dumps([o.name for o in g.outputs]),
+        "layers": json.dumps(_layer_summary(layers)),
+        "summary": str(summary),
+        "states": json.dumps([{"input": s.input, "output": s.output, "shape": ["batch", s.units],
+                               "layer": s.layer, "kind": s.kind, "initial": "zeros"} for s in ctx.states]),
+        "lengths": ("graph input 'lengths' (int64, batch)" if lengths_input else
+                    "computed in the graph (Masking / mask_zero)" if ctx.lengths is not None else
+                    "computed per step (Masking / mask_zero): padding steps hold the state"
+                    if ctx.step_valid is not None else "none"),
+        "notes": json.dumps(ctx.notes),
+        "opset": str(opset),
+    }
+    doc = (f"edgernn {__version__} {'streaming (one step)' if streaming else 'full-sequence'} graph of "
+           f"{getattr(model, 'name', 'model')}: {len(layers)} layers")
+    return g.make_model(getattr(model, "name", "edgernn") or "edgernn", meta, doc)
+
+
+def _atomic_write(path, data: bytes):
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", suffix=".onnx", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return tmp
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def export(model, path, streaming=False, opset=None, *, lengths_input=False, verify=False, **verify_kwargs):
+    """Export ``model`` to an ONNX file.
+
+    The model is checked with ``onnx.checker.check_model(full_check=True)`` and written
+    atomically (a temporary file in the same directory, then ``os.replace``).
+
+    Parameters
+    ----------
+    model : Sequential
+    path : str or path-like
+    streaming : bool
+        Write the single-step graph with explicit state inputs/outputs.
+    opset : int, optional
+        ONNX opset, 14 or later; default: the newest the installed onnxruntime runs.
+    lengths_input : bool
+        Full graph: add an int64 ``lengths`` (batch,) input (see the module docstring).
+    verify : bool
+        Also run :func:`verify` on the written file before it replaces ``path`` (a graph that
+        fails is not written).
+    **verify_kwargs
+        Passed to :func:`verify`.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    proto = build_model(model, streaming=streaming, opset=opset, lengths_input=lengths_input)
+    onnx.checker.check_model(proto, full_check=True)
+    path = os.fspath(path)
+    tmp = _atomic_write(path, proto.SerializeToString())
+    try:
+        if verify:
+            globals()["verify"](model, tmp, **verify_kwargs)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# -------------------------------------------------------------------------------------------
+# verify
+# -------------------------------------------------------------------------------------------
+@dataclass
+class CaseResult:
+    """One comparison: a graph run at one batch size and length against ``model.predict``."""
+
+    graph: str
+    batch: int
+    length: int | None
+    what: str
+    max_abs: float
+    max_rel: float
+    ok: bool = True
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` compared and the worst errors it found.
+
+    Attributes
+    ----------
+    paths : list of str
+    opsets : list of int
+    atol : float
+    max_abs : float
+        Largest ``|onnxruntime - predict|`` over all cases and outputs.
+    max_rel : float
+        Largest ``|onnxruntime - predict| / (|predict| + atol)``.
+    cases : list of CaseResult
+    passed : bool
+    """
+
+    paths: list
+    opsets: list
+    atol: float
+    rtol: float = 0.0
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    cases: list = field(default_factory=list)
+    passed: bool = True
+
+    def compare(self, graph, batch, length, what, got, ref):
+        """Add one case comparing ``got`` (onnxruntime) with ``ref`` (predict)."""
+        a, rel, excess = _errors(got, ref, self.atol, self.rtol)
+        self.cases.append(CaseResult(os.path.basename(graph), int(batch), length, what, a, rel,
+                                     bool(excess <= self.atol)))
+
+    def as_dict(self):
+        return {"paths": list(self.paths), "opsets": list(self.opsets), "atol": self.atol, "rtol": self.rtol,
+                "max_abs": self.max_abs, "max_rel": self.max_rel, "passed": self.passed,
+                "cases": [c.__dict__.copy() for c in self.cases]}
+
+    def table(self) -> str:
+        """All cases, one per line."""
+        rows = [f"{'graph':<10}{'batch':>6}{'length':>8}  {'compared':<34}{'max abs':>11}{'max rel':>11}"]
+        for c in self.cases:
+            rows.append(f"{c.graph:<10}{c.batch:>6}{'-' if c.length is None else c.length:>8}  {c.what:<34}"
+                        f"{c.max_abs:>11.2e}{c.max_rel:>11.2e}")
+        return "\n".join(rows)
+
+    def __str__(self):
+        status = "OK" if self.passed else "FAILED"
+        batches = sorted({c.batch for c in self.cases})
+        lengths = sorted({c.length for c in self.cases if c.length is not None})
+        return (f"{status}: {len(self.cases)} cases (batch sizes {batches}, lengths {lengths}), "
+                f"max abs error {self.max_abs:.2e}, max rel error {self.max_rel:.2e} (tolerance {self.atol:g} abs"
+                + (f" + {self.rtol:g} rel)" if self.rtol else ")"))
+
+
+def _session(path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
+
+
+def _errors(got, ref, atol, rtol=0.0):
+    got = np.asarray(got, np.float64)
+    ref = np.asarray(ref, np.float64)
+    if got.shape != ref.shape:
+        raise VerificationError(f"shape mismatch: onnxruntime gives {got.shape}, predict gives {ref.shape}")
+    if got.size == 0:
+        return 0.0, 0.0
+    d = np.abs(got - ref)
+    d = np.where(np.isnan(got) & np.isnan(ref), 0.0, d)  # NaN where both are NaN is agreement
+    d = np.where(np.isnan(d), np.inf, d)
+    excess = float((d - rtol * np.abs(np.nan_to_num(ref))).max())
+    return float(d.max()), float((d / (np.abs(ref) + atol)).max()), excess
+
+
+class _StateGuard:
+    """Save the carried states of stateful layers, restore them afterwards."""
+
+    def __init__(self, model):
+        self.layers = [layer for layer in model.layers if getattr(layer, "stateful", False)]
+        self.saved = [layer.states for layer in self.layers]
+
+    def reset(self):
+        for layer in self.layers:
+            layer.reset_states()
+
+    def restore(self):
+        for layer, s in zip(self.layers, self.saved, strict=True):
+            layer.reset_states(s)
+
+
+def _random_inputs(model, meta, B, T, rng):
+    """x (and lengths for masked/length-input graphs) as ``model.predict`` takes them."""
+    layers = model.layers
+    ids = meta.get("input_dtype") == "int64"
+    shape = tuple(model.input_shape)
+    if ids:
+        vocab = layers[0].input_dim
+        x = rng.integers(1 if layers[0].mask_zero else 0, vocab, size=(B, T)).astype(np.int64)
+    elif len(shape) == 1:
+        x = rng.standard_normal((B, shape[0])).astype(np.float32)
+    else:
+        x = rng.standard_normal((B, T, shape[-1])).astype(np.float32)
+    return x
+
+
+def _variable_lengths(B, T, rng):
+    L = rng.integers(0, T + 1, size=B)
+    L[0] = T  # one full-length sample
+    if B > 2:
+        L[1] = 0  # one empty sample
+    if B > 3:
+        L[2] = min(T, 1)
+    return L.astype(np.int64)
+
+
+def _pad(model, x, L):
+    """Trailing padding as the model's masking layer sees it (mask_value / id 0)."""
+    first = model.layers[0]
+    x = x.copy()
+    mask_value = 0
+    for layer in model.layers:
+        if type(layer).__name__ == "Masking":
+            mask_value = layer.mask_value
+            break
+    if type(first).__name__ == "Embedding":
+        mask_value = 0
+    t = np.arange(x.shape[1])[None, :]
+    pad = t >= L[:, None]
+    x[pad] = mask_value
+    return x
+
+
+def _as_list(y):
+    return [np.asarray(a) for a in y] if isinstance(y, list) else [np.asarray(y)]
+
+
+def _fixed_length(model, meta):
+    """The model's fixed time length, or None when it takes any length."""
+    shape = tuple(model.input_shape)
+    if meta["input_dtype"] == "int64":
+        return shape[0] if shape else None
+    return shape[0] if len(shape) == 2 else None
+
+
+def _default_cases(model, meta):
+    shape = tuple(model.input_shape)
+    if len(shape) == 1 and meta["input_dtype"] != "int64":
+        return [(1, None), (5, None)], True
+    fixed_T = _fixed_length(model, meta)
+    lengths = [fixed_T] if fixed_T is not None else [1, 11]
+    return [(b, t) for b in (1, 5) for t in lengths], False
+
+
+def _feeds(sess, x, lengths=None, states=None):
+    names = {i.name for i in sess.get_inputs()}
+    feeds = {"x": x}
+    if "lengths" in names:
+        feeds["lengths"] = lengths.astype(np.int64)
+    for i in sess.get_inputs():
+        if i.name.startswith("state_"):
+            feeds[i.name] = states[i.name]
+    return feeds
+
+
+def _zero_states(sess, B):
+    return {i.name: np.zeros((B, i.shape[-1]), np.float32) for i in sess.get_inputs()
+            if i.name.startswith("state_")}
+
+
+def _verify_full(model, sess, meta, path, report, cases, no_time, rng, guard):
+    has_lengths = meta["lengths"] != "none"
+    length_input = "lengths" in {i.name for i in sess.get_inputs()}
+    out_names = [o.name for o in sess.get_outputs()]
+    stateful = any(n.startswith("state_") for n in (i.name for i in sess.get_inputs()))
+    for B, T in cases:
+        for variable in ((False, True) if has_lengths and not no_time else (False,)):
+            x = _random_inputs(model, meta, B, T if T is not None else 1, rng)
+            L = None
+            kw = {}
+            if variable:
+                L = _variable_lengths(B, T, rng)
+                if length_input:
+                    kw["lengths"] = L
+                if meta["lengths"].startswith("computed"):
+                    x = _pad(model, x, L)
+            elif length_input:
+                L = np.full(B, T, np.int64)
+            chunks = 2 if stateful else 1
+            guard.reset()
+            states = _zero_states(sess, B)
+            for c in range(chunks):
+                xc = x if c == 0 else _random_inputs(model, meta, B, T, rng)
+                ref = _as_list(model.predict(xc, batch_size=B, **kw))
+                got = sess.run(None, _feeds(sess, xc, L, states))
+                res = dict(zip(out_names, got, strict=True))
+                states = {n[: -len("_out")]: v for n, v in res.items() if n.endswith("_out")}
+                for k, r in enumerate(ref):
+                    name = out_names[k]
+                    what = name + (" (lengths)" if variable else "") + (f" chunk {c + 1}" if chunks > 1 else "")
+                    report.compare(path, B, T, what, res[name], r)
+
+
+def _verify_streaming(model, sess, meta, path, report, cases, no_time, rng, guard):
+    out_names = [o.name for o in sess.get_outputs()]
+    padded = meta["lengths"] != "none"
+    for (B, T), variable in [(c, v) for c in cases for v in ((False, True) if padded else (False,))]:
+        T = 1 if T is None else T
+        x = _random_inputs(model, meta, B, T, rng)
+        if variable:
+            x = _pad(model, x, _variable_lengths(B, T, rng))
+        guard.reset()
+        full = _as_list(model.predict(x, batch_size=B))
+        states = _zero_states(sess, B)
+        ys = []
+        res = {}
+        for t in range(T):
+            xt = x if no_time else x[:, t]
+            got = sess.run(None, _feeds(sess, np.ascontiguousarray(xt), None, states))
+            res = dict(zip(out_names, got, strict=True))
+            states = {n[: -len("_out")]: v for n, v in res.items() if n.endswith("_out")}
+            ys.append(res["y"])
+        y_ref = full[0]
+        tag = " (padded)" if variable else ""
+        if not no_time and y_ref.ndim == 3:  # a sequence output: every step
+            report.compare(path, B, T, f"y, {T} steps vs predict" + tag, np.stack(ys, axis=1), y_ref)
+        else:
+            report.compare(path, B, T, "y after last step" + tag, ys[-1], y_ref)
+            if not no_time and T > 2 and _fixed_length(model, meta) is None:  # a middle step vs the prefix
+                t = T // 2
+                guard.reset()
+                pre = _as_list(model.predict(np.ascontiguousarray(x[:, : t + 1]), batch_size=B))[0]
+                report.compare(path, B, t + 1, "y at a middle step vs prefix" + tag, ys[t], pre)
+        for k, r in enumerate(full[1:], start=1):  # return_state outputs
+            name = out_names[k]
+            report.compare(path, B, T, f"{name} after last step" + tag, res[name], r)
+
+
+def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
+    """Check an exported file and compare onnxruntime with ``model.predict``.
+
+    Runs ``onnx.checker.check_model(full_check=True)``, then, on random inputs (standard
+    normal features, or random token ids), compares the graph's outputs with
+    ``model.predict`` at batch sizes 1 and 5 and lengths 1 and 11 (sizes used nowhere while
+    building the graph; a model with a fixed time length is checked at that length):
+
+    * full graphs: ``y`` (and ``return_state`` outputs); with Masking / ``mask_zero`` /
+      a ``lengths`` input, also on variably padded batches including an empty and a
+      full-length sample; stateful layers over two consecutive chunks with the state carried;
+    * streaming graphs: stepped over the sequence from zero states, against the full-sequence
+      prediction (every step for a sequence output, else the last step, and a middle step
+      against ``predict`` on the prefix).
+
+    The carried states of stateful layers are restored afterwards.
+
+    Parameters
+    ----------
+    model : Sequential
+    path : str, path-like, or list of them
+        Files written by :func:`export` (full and/or streaming graphs).
+    atol : float
+        Largest absolute difference accepted (float32 arithmetic).
+    rtol : float
+        Also accept differences up to ``rtol * |predict|`` (default 0: absolute only; useful for
+        models whose outputs are large numbers).
+    cases : list of (batch, length), optional
+        Replace the default cases.
+    seed : int
+        Seed of the random inputs.
+    check : bool
+        Run the ONNX checker.
+
+    Returns
+    -------
+    VerifyReport
+
+    Raises
+    ------
+    VerificationError
+        If any difference exceeds ``atol`` (the report is attached as ``.report``).
+    """
+    paths = [os.fspath(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    report = VerifyReport(paths=paths, opsets=[], atol=float(atol), rtol=float(rtol))
+    rng = np.random.default_rng(seed)
+    guard = _StateGuard(model)
+    try:
+        for p in paths:
+            proto = onnx.load(p)
+            if check:
+                onnx.checker.check_model(proto, full_check=True)
+            meta = {e.key: e.value for e in proto.metadata_props}
+            if "graph" not in meta:
+                raise ValueError(f"{p}: not written by edgernn.onnx.export (no metadata)")
+            report.opsets.append(next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")))
+            default, no_time = _default_cases(model, meta)
+            cs = list(cases) if cases is not None else default
+            sess = _session(p)
+            if meta["graph"] == "streaming":
+                _verify_streaming(model, sess, meta, p, report, cs, no_time, rng, guard)
+            else:
+                _verify_full(model, sess, meta, p, report, cs, no_time, rng, guard)
+    finally:
+        guard.restore()
+    report.max_abs = max((c.max_abs for c in report.cases), default=0.0)
+    report.max_rel = max((c.max_rel for c in report.cases), default=0.0)
+    report.passed = all(c.ok for c in report.cases)
+    if not report.passed:
+        worst = max((c for c in report.cases if not c.ok), key=lambda c: c.max_abs)
+        raise VerificationError(
+            f"ONNX graph {worst.graph} differs from model.predict: max abs error {worst.max_abs:.3g} > {atol:g} "
+            f"({worst.what}, batch {worst.batch}, length {worst.length})\n{report.table()}", report)
+    return report
+
+
+def export_cli(argv=None) -> str:
+    """``edgernn export model.npz model.onnx [--streaming] [--opset N] [--no-verify]`` as a function.
+
+    Returns the text to print (the verification report); raises ``ValueError``/``OSError``
+    with a one-line message on bad input.
+    """
+    import argparse
+
+    from ..saving import load_model
+
+    p = argparse.ArgumentParser(prog="edgernn export")
+    p.add_argument("model")
+    p.add_argument("output")
+    p.add_argument("--streaming", action="store_true")
+    p.add_argument("--opset", type=int, default=None)
+    p.add_argument("--no-verify", action="store_true")
+    args = p.parse_args(argv)
+    model = load_model(args.model)
+    path = export(model, args.output, streaming=args.streaming, opset=args.opset)
+    if args.no_verify:
+        return f"exported {path} (not verified)"
+    report = verify(model, path)
+    return f"exported {path}; verified against onnxruntime: {report}\n{report.table()}"

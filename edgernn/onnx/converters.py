@@ -145,6 +145,7 @@ class ConversionContext:
     is_last: bool = False
     notes: list = field(default_factory=list)
     n_recurrent: int = 0
+    step_valid: str | None = None
     input_name: str = "x"
     input_kind: str = "float"
     input_shape: list = field(default_factory=list)
@@ -255,6 +256,13 @@ def _keep_mask(ctx, x: Value, base: str) -> str:
     return g.unsqueeze(keep, [2])
 
 
+def _streaming_valid(ctx, valid_f: str, base: str):
+    """Streaming: record the float (B,) 0/1 flag of non-padding samples of this step."""
+    if ctx.step_valid is not None:
+        valid_f = ctx.g.op("Mul", [valid_f, ctx.step_valid], base=f"{base}_valid_and")
+    ctx.step_valid = valid_f
+
+
 @register(Masking)
 def convert_masking(ctx, layer, x):
     """``Masking``: lengths computed inside the graph from ``mask_value``; padded steps zeroed.
@@ -262,16 +270,18 @@ def convert_masking(ctx, layer, x):
     In a streaming graph there is no padding (a stream has no trailing steps to skip), so
     Masking writes nothing; the device should feed real steps only.
     """
-    if ctx.streaming:
-        ctx.notes.append(f"{layer.name}: Masking is the identity in the streaming graph (feed real steps only)")
-        return x
-    if x.time_axis is None:
-        raise UnsupportedError(layer, "input without a time axis", "Masking needs (batch, time, features)")
     g = ctx.g
     base = layer.name or "masking"
+    if x.time_axis is None and not ctx.streaming:
+        raise UnsupportedError(layer, "input without a time axis", "Masking needs (batch, time, features)")
     eq = g.op("Equal", [x.name, g.const(layer.mask_value, np.float32)], base=f"{base}_eq")
     valid = g.op("Cast", [g.op("Not", [eq], base=f"{base}_ne")], to=FLOAT, base=f"{base}_ne_f")
-    valid = g.reduce_max(valid, [2], keepdims=0, base=f"{base}_valid")  # any feature != mask_value
+    valid = g.reduce_max(valid, [-1], keepdims=0, base=f"{base}_valid")  # any feature != mask_value
+    if ctx.streaming:
+        _streaming_valid(ctx, valid, base)
+        ctx.notes.append(f"{layer.name}: a step whose features all equal mask_value={layer.mask_value!r} is "
+                         "padding: recurrent states are held (as predict does for trailing padding)")
+        return Value(g.op("Mul", [x.name, g.unsqueeze(ctx.step_valid, [1])], base=f"{base}_out"), None)
     ctx.lengths = _lengths_from_valid(ctx, valid, x.time_axis, base)
     ctx.notes.append(f"{layer.name}: lengths computed in the graph from mask_value={layer.mask_value!r}")
     y = g.op("Mul", [x.name, _keep_mask(ctx, x, base)], base=f"{base}_out")
@@ -290,7 +300,9 @@ def convert_embedding(ctx, layer, x):
     y = g.op("Gather", [table, x.name], axis=0, base=f"{base}_gather")
     if ctx.streaming:
         if layer.mask_zero:
-            ctx.notes.append(f"{layer.name}: mask_zero is the identity in the streaming graph")
+            nz = g.op("Cast", [g.op("Not", [g.op("Equal", [x.name, g.const(0)])])], to=FLOAT, base=f"{base}_nz")
+            _streaming_valid(ctx, nz, base)
+            ctx.notes.append(f"{layer.name}: token id 0 is padding: recurrent states are held")
         return Value(y, None)
     if layer.mask_zero:
         nz = g.op("Cast", [g.op("Not", [g.op("Equal", [x.name, g.const(0)])])], to=FLOAT, base=f"{base}_nz")
@@ -401,7 +413,7 @@ def convert_recurrent(ctx, layer, x):
         activations=layer.onnx_activations, activation_alpha=layer.activation_alpha,
         activation_beta=layer.activation_beta, clip=layer.clip, input_forget=layer.input_forget,
         linear_before_reset=layer.linear_before_reset, base=base)
-    Y, finals = outs[0], dict(zip(kinds, outs[1:]))  # Y (T, D, B, H); finals (D, B, H)
+    Y, finals = outs[0], dict(zip(kinds, outs[1:], strict=True))  # Y (T, D, B, H); finals (D, B, H)
     if seq is not None:
         # onnxruntime leaves the state of a length-0 row at zero (LSTM, GRU) or undefined (RNN);
         # edgernn returns the initial state there.
@@ -418,6 +430,16 @@ def convert_recurrent(ctx, layer, x):
             else:
                 per_dir[(kind, d)] = g.op("Gather", [finals[kind], g.const(d)], axis=0,
                                           base=f"{base}_{kind}_{'bw' if d else 'fw'}")
+    out_step = None
+    if ctx.streaming and ctx.step_valid is not None:
+        # a padding step (Masking / mask_zero) holds the state; return_sequences outputs zeros
+        cond = ctx.g.op("Cast", [g.unsqueeze(ctx.step_valid, [1])], to=TensorProto.BOOL, base=f"{base}_valid")
+        for kind in kinds:
+            held = g.op("Where", [cond, per_dir[(kind, 0)], f"state_{k}_{kind}"], base=f"{base}_{kind}_hold")
+            if kind == "h" and layer.return_sequences:
+                out_step = g.op("Where", [cond, per_dir[(kind, 0)], g.const(0.0, np.float32)],
+                                base=f"{base}_step_out")
+            per_dir[(kind, 0)] = held
     if carry:
         for (kind, d), oname in names.items():
             g.add_output(oname, per_dir[(kind, d)], FLOAT, ["batch", H])
@@ -428,7 +450,7 @@ def convert_recurrent(ctx, layer, x):
                 ctx.extra_outputs.append((oname, per_dir[(kind, d)], H))
 
     if ctx.streaming:
-        return Value(per_dir[("h", 0)], None)  # one step: Y[0] == Y_h
+        return Value(per_dir[("h", 0)] if out_step is None else out_step, None)  # one step: Y[0] == Y_h
     if layer.return_sequences:
         if D == 1:
             y = g.squeeze(Y, [1], base=f"{base}_seq")  # (T, B, H)
