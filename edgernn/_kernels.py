@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._activations import FAST_SIGMOID, FAST_TANH, SIGMOID, TANH, act_vec, dact1, fast_tanh
+from ._activations import FAST_SIGMOID, FAST_TANH, HALF, ONE, SIGMOID, TANH, ZERO, act_vec, dact1, fast_tanh
 from ._config import jit
 
 
@@ -112,7 +112,7 @@ def out_deriv(code):
 @jit(inline="always")
 def dout(code, y):
     """Derivative of sigmoid/tanh from the output ``y`` (branch-free, vectorises)."""
-    return y * (1.0 - y) if (code == FAST_SIGMOID or code == SIGMOID) else 1.0 - y * y
+    return y * (ONE - y) if (code == FAST_SIGMOID or code == SIGMOID) else ONE - y * y
 
 
 @jit(inline="always")
@@ -120,7 +120,7 @@ def dact(code, x, y, alpha, beta, clip):
     """d act(clamp(x)) / dx, zero where the clip cuts ``x``."""
     if clip > 0.0:
         if x > clip or x < -clip:
-            return 0.0 * y
+            return ZERO * y
         return dact1(code, x, y, alpha, beta)
     return dact1(code, x, y, alpha, beta)
 
@@ -133,14 +133,14 @@ def clamp_into(a, out, clip):
 
 @jit(inline="always")
 def fast_sigmoid(x):
-    return 0.5 * fast_tanh(0.5 * x) + 0.5
+    return HALF * fast_tanh(HALF * x) + HALF
 
 
 # ----------------------------------------------------------------------------------------
 # RNN:  H_t = f(X_t W^T + H_{t-1} R^T + Wb + Rb)
 # ----------------------------------------------------------------------------------------
 @jit
-def rnn_forward(G, bias, R, h0, lengths, code, alpha, beta, clip, train, Y, h, A, Gt, Hs):
+def rnn_forward(G, bias, R, h0, lengths, code, alpha, beta, clip, train, Y, h, A, Hs):
     T, B, H = G.shape
     h[:] = h0
     rec = np.empty((B, H), G.dtype)  # (B, H)
@@ -160,12 +160,12 @@ def rnn_forward(G, bias, R, h0, lengths, code, alpha, beta, clip, train, Y, h, A
             r = rec[b]
             for j in range(H):
                 a[j] = g[j] + r[j] + bias[j]
+            gt = G[t, b]  # gate outputs replace the projection in place
             if clip > 0.0:
                 clamp_into(a, tmp, clip)
-                act_vec(code, tmp, Gt[k, b], alpha, beta)
+                act_vec(code, tmp, gt, alpha, beta)
             else:
-                act_vec(code, a, Gt[k, b], alpha, beta)
-            gt = Gt[k, b]
+                act_vec(code, a, gt, alpha, beta)
             hb = h[b]
             y = Y[t, b]
             for j in range(H):
@@ -210,26 +210,33 @@ def rnn_backward(RT, lengths, code, alpha, beta, clip, dY, dh, A, Gt, dA):
 # bias holds Wb + Rb for z, r; Wbh (+ Rbh when lbr=0) for h. RH keeps (H Rh + Rbh) for lbr=1,
 # r*H for lbr=0 (zero on padded steps).
 # ----------------------------------------------------------------------------------------
-@jit
-def gru_row_fast(g, r, bias, Rbh, gt, rh, h, y):
-    """One batch row of the default float32 GRU step (fast sigmoid/tanh, lbr=1, no clip)."""
+@jit(inline="always")
+def gru_row_fast(g, r, bias, Rbh, rh, h, y):
+    """One batch row of the default float32 GRU step (fast sigmoid/tanh, lbr=1, no clip);
+    ``g`` holds the projection on entry and the gate outputs on exit. Per-gate views indexed
+    from 0: see ``lstm_row_fast``."""
     H = h.shape[0]
     for j in range(2 * H):
-        gt[j] = fast_sigmoid(g[j] + r[j] + bias[j])
+        g[j] = fast_sigmoid(g[j] + r[j] + bias[j])
+    tz = g[:H]
+    tr = g[H: 2 * H]
+    th = g[2 * H:]
+    rr_ = r[2 * H:]
+    bh = bias[2 * H:]
     for j in range(H):
-        rr = r[2 * H + j] + Rbh[j]
-        rh[j] = rr
-        hh = fast_tanh(g[2 * H + j] + bias[2 * H + j] + gt[H + j] * rr)
-        gt[2 * H + j] = hh
-        z = gt[j]
-        hv = (1.0 - z) * hh + z * h[j]
+        rh[j] = rr_[j] + Rbh[j]
+    for j in range(H):
+        hh = fast_tanh(th[j] + bh[j] + tr[j] * rh[j])
+        th[j] = hh
+        z = tz[j]
+        hv = (ONE - z) * hh + z * h[j]
         h[j] = hv
         y[j] = hv
 
 
 @jit
 def gru_forward(G, bias, R, Rzr, Rh, Rbh, h0, lengths, codes, alphas, betas, clip, lbr, train,
-                Y, h, A, Gt, Hs, RH):
+                Y, h, A, Hs, RH):
     T, B, G3 = G.shape
     H = G3 // 3
     h[:] = h0
@@ -251,11 +258,11 @@ def gru_forward(G, bias, R, Rzr, Rh, Rbh, h0, lengths, codes, alphas, betas, cli
             for b in range(B):
                 if t >= lengths[b]:
                     for j in range(H):
-                        rh[b, j] = 0.0
+                        rh[b, j] = ZERO
                     continue
-                gt = Gt[k, b]
+                gt = G[t, b]  # gate outputs replace the projection in place
                 if fast:
-                    gru_row_fast(G[t, b], rec[b], bias, Rbh, gt, rh[b], h[b], Y[t, b])
+                    gru_row_fast(gt, rec[b], bias, Rbh, rh[b], h[b], Y[t, b])
                     continue
                 a = A[k, b] if need_a else pre
                 g = G[t, b]
@@ -279,7 +286,7 @@ def gru_forward(G, bias, R, Rzr, Rh, Rbh, h0, lengths, codes, alphas, betas, cli
                 y = Y[t, b]
                 for j in range(H):
                     z = gt[j]
-                    hv = (1.0 - z) * gt[2 * H + j] + z * hb[j]
+                    hv = (ONE - z) * gt[2 * H + j] + z * hb[j]
                     hb[j] = hv
                     y[j] = hv
         else:
@@ -287,9 +294,9 @@ def gru_forward(G, bias, R, Rzr, Rh, Rbh, h0, lengths, codes, alphas, betas, cli
             for b in range(B):
                 if t >= lengths[b]:
                     for j in range(H):
-                        rh[b, j] = 0.0
+                        rh[b, j] = ZERO
                     continue
-                gt = Gt[k, b]
+                gt = G[t, b]
                 a = A[k, b] if need_a else pre
                 g = G[t, b]
                 r = rec_zr[b]
@@ -308,7 +315,7 @@ def gru_forward(G, bias, R, Rzr, Rh, Rbh, h0, lengths, codes, alphas, betas, cli
             for b in range(B):
                 if t >= lengths[b]:
                     continue
-                gt = Gt[k, b]
+                gt = G[t, b]
                 a = A[k, b] if need_a else pre
                 g = G[t, b]
                 r = rec_h[b]
@@ -323,7 +330,7 @@ def gru_forward(G, bias, R, Rzr, Rh, Rbh, h0, lengths, codes, alphas, betas, cli
                 y = Y[t, b]
                 for j in range(H):
                     z = gt[j]
-                    hv = (1.0 - z) * gt[2 * H + j] + z * hb[j]
+                    hv = (ONE - z) * gt[2 * H + j] + z * hb[j]
                     hb[j] = hv
                     y[j] = hv
     if train:
@@ -340,7 +347,7 @@ def gru_back_row_fast(fc, gc, g, gt, hp, rhv, da, drec):
         r = gt[H + j]
         hh = gt[2 * H + j]
         gj = g[j]
-        dah = gj * (1.0 - z) * dout(gc, hh)
+        dah = gj * (ONE - z) * dout(gc, hh)
         da[j] = gj * (hp[j] - hh) * dout(fc, z)
         da[H + j] = dah * rhv[j] * dout(fc, r)
         da[2 * H + j] = dah
@@ -394,7 +401,7 @@ def gru_backward(RT, RzrT, RhT, lengths, codes, alphas, betas, clip, lbr, dY, dh
                 xz = A[t, b, j] if need_a else z0
                 xh = A[t, b, 2 * H + j] if need_a else z0
                 da[j] = g * (hp[j] - hh) * dact(fc, xz, z, alphas[0], betas[0], clip)
-                da[2 * H + j] = g * (1.0 - z) * dact(gc, xh, hh, alphas[1], betas[1], clip)
+                da[2 * H + j] = g * (ONE - z) * dact(gc, xh, hh, alphas[1], betas[1], clip)
                 dd[j] = g * z
                 if lbr:
                     s_h[b, j] = da[2 * H + j] * gt[H + j]  # d(H Rh^T + Rbh)
@@ -446,20 +453,31 @@ def gru_backward(RT, RzrT, RhT, lengths, codes, alphas, betas, clip, lbr, dY, dh
 #   c~ = g(Xc + H Rc + b)         C_t = f*C + i*c~
 #   o = f(Xo + H Ro + Po*C_t + b) H_t = o * h(C_t)
 # ----------------------------------------------------------------------------------------
-@jit
-def lstm_row_fast(g, r, bias, gt, c, hc, h, y):
-    """One batch row of the default float32 LSTM step (fast sigmoid/tanh, no clip/peepholes)."""
+@jit(inline="always")
+def lstm_row_fast(g, r, bias, c, hc, h, y):
+    """One batch row of the default float32 LSTM step (fast sigmoid/tanh, no clip/peepholes);
+    ``g`` holds the projection on entry and the gate outputs on exit.
+
+    Loops index per-gate views from 0: an offset index (``g[2 * H + j]``) keeps numba's
+    negative-index wraparound in the loop, which LLVM then vectorises with gathers.
+    """
     H = c.shape[0]
     for j in range(3 * H):
-        gt[j] = fast_sigmoid(g[j] + r[j] + bias[j])
-    for j in range(3 * H, 4 * H):
-        gt[j] = fast_tanh(g[j] + r[j] + bias[j])
+        g[j] = fast_sigmoid(g[j] + r[j] + bias[j])
+    rc = r[3 * H:]
+    bc = bias[3 * H:]
+    ti = g[:H]
+    to = g[H: 2 * H]
+    tf = g[2 * H: 3 * H]
+    tc = g[3 * H:]
     for j in range(H):
-        cn = gt[2 * H + j] * c[j] + gt[j] * gt[3 * H + j]
+        tc[j] = fast_tanh(tc[j] + rc[j] + bc[j])
+    for j in range(H):
+        cn = tf[j] * c[j] + ti[j] * tc[j]
         c[j] = cn
         v = fast_tanh(cn)
         hc[j] = v
-        hv = gt[H + j] * v
+        hv = to[j] * v
         h[j] = hv
         y[j] = hv
 
@@ -481,7 +499,7 @@ def lstm_row(g, r, bias, P, a, tmp, gt, c, hc, h, y, fc, gc, hcode, alphas, beta
     act_vec(fc, src[:H], gt[:H], alphas[0], betas[0])  # i
     if input_forget:
         for j in range(H):
-            gt[2 * H + j] = 1.0 - gt[j]
+            gt[2 * H + j] = ONE - gt[j]
     else:
         act_vec(fc, src[2 * H: 3 * H], gt[2 * H: 3 * H], alphas[0], betas[0])  # f
     act_vec(gc, src[3 * H:], gt[3 * H:], alphas[1], betas[1])  # c~
@@ -502,7 +520,7 @@ def lstm_row(g, r, bias, P, a, tmp, gt, c, hc, h, y, fc, gc, hcode, alphas, beta
 
 @jit
 def lstm_forward(G, bias, R, P, h0, c0, lengths, codes, alphas, betas, clip, input_forget, peep, train,
-                 Y, h, c, A, Gt, Hs, Cs, Hc):
+                 Y, h, c, A, Hs, Cs, Hc):
     T, B, G4 = G.shape
     H = G4 // 4
     h[:] = h0
@@ -523,10 +541,10 @@ def lstm_forward(G, bias, R, P, h0, c0, lengths, codes, alphas, betas, clip, inp
         for b in range(B):
             if t >= lengths[b]:
                 continue
-            if fast:
-                lstm_row_fast(G[t, b], rec[b], bias, Gt[k, b], c[b], Hc[k, b], h[b], Y[t, b])
+            if fast:  # gate outputs replace the projection in place
+                lstm_row_fast(G[t, b], rec[b], bias, c[b], Hc[k, b], h[b], Y[t, b])
             else:
-                lstm_row(G[t, b], rec[b], bias, P, A[k, b] if need_a else pre, tmp, Gt[k, b], c[b], Hc[k, b],
+                lstm_row(G[t, b], rec[b], bias, P, A[k, b] if need_a else pre, tmp, G[t, b], c[b], Hc[k, b],
                          h[b], Y[t, b], fc, gc, hcode, alphas, betas, clip, input_forget, peep)
     if train:
         Hs[T] = h
@@ -618,3 +636,276 @@ def lstm_backward(RT, P, lengths, codes, alphas, betas, clip, input_forget, peep
             if t < lengths[b]:
                 for j in range(H):
                     dh[b, j] = rec[b, j]
+
+
+# ----------------------------------------------------------------------------------------
+# Batch-minor kernels: batches of more than one sequence, default float32 cells
+# (LSTM: fast sigmoid/tanh, no clip/peepholes/input_forget; GRU: the same with lbr=1).
+#
+# Layout: features x batch. The state is hT (H, B); the recurrent product is R (G*H, H) @ hT,
+# which OpenBLAS computes 1.2-1.8x faster than h (B, H) @ R.T at B=32 (measured), and the
+# element-wise work runs along the batch (contiguous), vectorised.
+# - G (G*H, T*B): input projection W @ X^T, column t*B + b; overwritten in place with the
+#   gate outputs (it is the ``Gt`` of the batch-major kernels).
+# - Yt (T, H, B) output; Hs, Cs (H, (T+1)*B): states before each step, then the final one;
+#   Hc (H, T*B): h(C_t); RH (H, T*B): H Rh^T + Rbh (GRU).
+# - Padded steps: the columns of sequences that have ended are computed, then put back
+#   (state held, output zero; in BPTT: gate gradients zero, dh/dc passed through).
+# - Backward: dA (G*H, T*B) gate gradients (dRec for GRU), the layout that makes
+#   dW = dA @ X, dR = dA @ Hs^T single matrix products.
+# ----------------------------------------------------------------------------------------
+@jit
+def lstm_forward_bm(G, bias, R, hT, cT, lengths, train, Yt, Hs, Cs, Hc):
+    """hT, cT (H, B) enter as the initial state and leave as the final one."""
+    G4, TB = G.shape
+    H = G4 // 4
+    B = hT.shape[1]
+    T = TB // B
+    tmin = lengths.min()
+    rec = np.empty((G4, B), G.dtype)
+    save_h = np.empty((H, B), G.dtype)
+    save_c = np.empty((H, B), G.dtype)
+    for t in range(T):
+        c0 = t * B
+        if train:
+            Hs[:, c0: c0 + B] = hT
+            Cs[:, c0: c0 + B] = cT
+        np.dot(R, hT, rec)  # (4H, B)
+        masked = t >= tmin
+        if masked:
+            save_h[:] = hT
+            save_c[:] = cT
+        for n in range(3 * H):
+            r = rec[n]
+            g = G[n, c0: c0 + B]
+            bn = bias[n]
+            for b in range(B):
+                g[b] = fast_sigmoid(g[b] + r[b] + bn)
+        for n in range(3 * H, 4 * H):
+            r = rec[n]
+            g = G[n, c0: c0 + B]
+            bn = bias[n]
+            for b in range(B):
+                g[b] = fast_tanh(g[b] + r[b] + bn)
+        for j in range(H):
+            gi = G[j, c0: c0 + B]
+            gf = G[2 * H + j, c0: c0 + B]
+            gc = G[3 * H + j, c0: c0 + B]
+            cj = cT[j]
+            for b in range(B):
+                cj[b] = gf[b] * cj[b] + gi[b] * gc[b]
+            go = G[H + j, c0: c0 + B]
+            hj = hT[j]
+            yj = Yt[t, j]
+            if train:
+                hcj = Hc[j, c0: c0 + B]
+                for b in range(B):
+                    v = fast_tanh(cj[b])
+                    hcj[b] = v
+                    hv = go[b] * v
+                    hj[b] = hv
+                    yj[b] = hv
+            else:
+                for b in range(B):
+                    hv = go[b] * fast_tanh(cj[b])
+                    hj[b] = hv
+                    yj[b] = hv
+        if masked:
+            for b in range(B):
+                if t >= lengths[b]:
+                    for j in range(H):
+                        hT[j, b] = save_h[j, b]
+                        cT[j, b] = save_c[j, b]
+                        Yt[t, j, b] = ZERO
+    if train:
+        Hs[:, T * B:] = hT
+        Cs[:, T * B:] = cT
+
+
+@jit
+def lstm_backward_bm(RT, lengths, dYt, dhT, dcT, G, Cs, Hc, dA):
+    """BPTT of ``lstm_forward_bm`` (G holds the gate outputs). dhT, dcT (H, B) enter as
+    dL/dH_T, dL/dC_T and leave as dL/dH_0, dL/dC_0; fills every column of dA (4H, T*B)."""
+    T, H, B = dYt.shape
+    tmin = lengths.min()
+    da = np.empty((4 * H, B), dYt.dtype)
+    g = np.empty((H, B), dYt.dtype)
+    save_h = np.empty((H, B), dYt.dtype)
+    save_c = np.empty((H, B), dYt.dtype)
+    for t in range(T - 1, -1, -1):
+        c0 = t * B
+        masked = t >= tmin
+        if masked:
+            save_h[:] = dhT
+            save_c[:] = dcT
+        for j in range(H):
+            gj = g[j]
+            dhj = dhT[j]
+            dyj = dYt[t, j]
+            for b in range(B):
+                gj[b] = dhj[b] + dyj[b]
+        for j in range(H):
+            gj = g[j]
+            go = G[H + j, c0: c0 + B]
+            hcj = Hc[j, c0: c0 + B]
+            dcj = dcT[j]
+            dai = da[j]  # dL/dC_t parked here first
+            dao = da[H + j]
+            for b in range(B):
+                o = go[b]
+                v = hcj[b]
+                dao[b] = gj[b] * v * o * (ONE - o)
+                dai[b] = dcj[b] + gj[b] * o * (ONE - v * v)
+            gi = G[j, c0: c0 + B]
+            gf = G[2 * H + j, c0: c0 + B]
+            gc = G[3 * H + j, c0: c0 + B]
+            cp = Cs[j, c0: c0 + B]
+            daf = da[2 * H + j]
+            dac = da[3 * H + j]
+            for b in range(B):
+                dcn = dai[b]
+                i = gi[b]
+                f = gf[b]
+                cc = gc[b]
+                dai[b] = dcn * cc * i * (ONE - i)
+                daf[b] = dcn * cp[b] * f * (ONE - f)
+                dac[b] = dcn * i * (ONE - cc * cc)
+                dcj[b] = dcn * f
+        if masked:
+            for b in range(B):
+                if t >= lengths[b]:
+                    for n in range(4 * H):
+                        da[n, b] = ZERO
+        np.dot(RT, da, dhT)  # (H, 4H) @ (4H, B)
+        if masked:
+            for b in range(B):
+                if t >= lengths[b]:
+                    for j in range(H):
+                        dhT[j, b] = save_h[j, b]
+                        dcT[j, b] = save_c[j, b]
+        dA[:, c0: c0 + B] = da
+
+
+@jit
+def gru_forward_bm(G, bias, R, Rbh, hT, lengths, train, Yt, Hs, RH):
+    """lbr=1. bias: Wb + Rb for z, r; Wbh for h. hT (H, B) enters as the initial state and
+    leaves as the final one."""
+    G3, TB = G.shape
+    H = G3 // 3
+    B = hT.shape[1]
+    T = TB // B
+    tmin = lengths.min()
+    rec = np.empty((G3, B), G.dtype)
+    save_h = np.empty((H, B), G.dtype)
+    for t in range(T):
+        c0 = t * B
+        if train:
+            Hs[:, c0: c0 + B] = hT
+        np.dot(R, hT, rec)  # (3H, B)
+        masked = t >= tmin
+        if masked:
+            save_h[:] = hT
+        for n in range(2 * H):
+            r = rec[n]
+            g = G[n, c0: c0 + B]
+            bn = bias[n]
+            for b in range(B):
+                g[b] = fast_sigmoid(g[b] + r[b] + bn)
+        for j in range(H):
+            rh = rec[2 * H + j]
+            rbh = Rbh[j]
+            if train:
+                rhj = RH[j, c0: c0 + B]
+                for b in range(B):
+                    rhj[b] = rh[b] + rbh
+            for b in range(B):
+                rh[b] += rbh
+            gr = G[H + j, c0: c0 + B]
+            gh = G[2 * H + j, c0: c0 + B]
+            bh = bias[2 * H + j]
+            for b in range(B):
+                gh[b] = fast_tanh(gh[b] + bh + gr[b] * rh[b])
+            gz = G[j, c0: c0 + B]
+            hj = hT[j]
+            yj = Yt[t, j]
+            for b in range(B):
+                z = gz[b]
+                hv = (ONE - z) * gh[b] + z * hj[b]
+                hj[b] = hv
+                yj[b] = hv
+        if masked:
+            for b in range(B):
+                if t >= lengths[b]:
+                    for j in range(H):
+                        hT[j, b] = save_h[j, b]
+                        Yt[t, j, b] = ZERO
+    if train:
+        Hs[:, T * B:] = hT
+
+
+@jit
+def gru_backward_bm(RT, lengths, dYt, dhT, G, Hs, RH, dA, dRec):
+    """BPTT of ``gru_forward_bm``. dhT (H, B) enters as dL/dH_T and leaves as dL/dH_0; fills
+    every column of dA and dRec (3H, T*B)."""
+    T, H, B = dYt.shape
+    tmin = lengths.min()
+    da = np.empty((3 * H, B), dYt.dtype)
+    drec = np.empty((3 * H, B), dYt.dtype)
+    g = np.empty((H, B), dYt.dtype)
+    back = np.empty((H, B), dYt.dtype)
+    save_h = np.empty((H, B), dYt.dtype)
+    for t in range(T - 1, -1, -1):
+        c0 = t * B
+        masked = t >= tmin
+        if masked:
+            save_h[:] = dhT
+        for j in range(H):
+            gj = g[j]
+            dhj = dhT[j]
+            dyj = dYt[t, j]
+            for b in range(B):
+                gj[b] = dhj[b] + dyj[b]
+        for j in range(H):
+            gj = g[j]
+            gz = G[j, c0: c0 + B]
+            gr = G[H + j, c0: c0 + B]
+            gh = G[2 * H + j, c0: c0 + B]
+            hp = Hs[j, c0: c0 + B]
+            rr = RH[j, c0: c0 + B]
+            daz = da[j]
+            dar = da[H + j]
+            dah = da[2 * H + j]
+            for b in range(B):
+                z = gz[b]
+                r = gr[b]
+                hh = gh[b]
+                d = gj[b] * (ONE - z) * (ONE - hh * hh)
+                dah[b] = d
+                daz[b] = gj[b] * (hp[b] - hh) * z * (ONE - z)
+                dar[b] = d * rr[b] * r * (ONE - r)
+            rz = drec[j]
+            rr_ = drec[H + j]
+            rh = drec[2 * H + j]
+            for b in range(B):
+                rz[b] = daz[b]
+                rr_[b] = dar[b]
+                rh[b] = dah[b] * gr[b]
+            dhj = dhT[j]
+            for b in range(B):
+                dhj[b] = gj[b] * gz[b]  # the direct path
+        if masked:
+            for b in range(B):
+                if t >= lengths[b]:
+                    for n in range(3 * H):
+                        da[n, b] = ZERO
+                        drec[n, b] = ZERO
+                    for j in range(H):
+                        dhT[j, b] = save_h[j, b]
+        np.dot(RT, drec, back)  # (H, 3H) @ (3H, B)
+        for j in range(H):
+            dhj = dhT[j]
+            bj = back[j]
+            for b in range(B):
+                dhj[b] += bj[b]
+        dA[:, c0: c0 + B] = da
+        dRec[:, c0: c0 + B] = drec

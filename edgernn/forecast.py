@@ -108,7 +108,9 @@ def fit_forecaster(values, cfg: ForecastConfig | None = None, verbose=1, callbac
     model = build_model(cfg)
     from .optimizers import get as get_optimizer
 
-    model.compile(loss="mse", optimizer=get_optimizer(cfg.optimizer, learning_rate=cfg.learning_rate))
+    opt = get_optimizer(cfg.optimizer)
+    opt.learning_rate = cfg.learning_rate
+    model.compile(loss="mse", optimizer=opt)
     history = model.fit(X, y, batch_size=cfg.batch_size, epochs=cfg.epochs, verbose=verbose,
                         callbacks=callbacks, shuffle=True, seed=cfg.seed)
     model.meta["forecast"] = {k: (list(val) if isinstance(val, tuple) else val) for k, val in asdict(cfg).items()}

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _kernels as K
-from ._activations import resolve
+from ._activations import FAST_SIGMOID, FAST_TANH, resolve
+from ._config import with_blas_limit
 
 __all__ = ["rnn", "gru", "lstm", "rnn_backward", "gru_backward", "lstm_backward"]
 
@@ -159,9 +160,84 @@ def _given(**kw):
     return tuple(k for k, v in kw.items() if v is not None)
 
 
+def _batch_minor(cell, B, codes, clip, P, input_forget, lbr):
+    """Use the batch-minor kernels? Batches of more than one sequence with the default float32
+    cell (fast sigmoid/tanh activations, no clip, no peepholes, no input_forget, GRU lbr=1)."""
+    if B < 2 or clip != 0:
+        return False
+    if cell == "lstm":
+        return P is None and not input_forget and tuple(codes) == (FAST_SIGMOID, FAST_TANH, FAST_TANH)
+    if cell == "gru":
+        return bool(lbr) and tuple(codes) == (FAST_SIGMOID, FAST_TANH)
+    return False
+
+
+def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, be, clipv, input_forget,
+                  lbr, train):
+    """One direction with the batch-major kernels (every option). Fills ``st`` for BPTT."""
+    T, B, I = Xt.shape
+    H = R.shape[1]
+    GH = R.shape[0]
+    dt = Xt.dtype
+    Tk = T if train else 1
+    Gm = np.dot(Xt.reshape(T * B, I), W.T).reshape(T, B, GH)  # (T, B, G*H); becomes the gate outputs
+    Yt = np.zeros((T, B, H), dt)
+    h = np.empty((B, H), dt)
+    hinit = np.ascontiguousarray(hinit)
+    need_a = train and (clipv > 0 or not all(K.out_deriv(int(k)) for k in codes[:2]))
+    A = np.empty((Tk if need_a else 1, B, GH), dt)  # pre-activations, only when BPTT needs them
+    Hs = np.empty((T + 1 if train else 1, B, H), dt)
+    st.update(A=A, Gt=Gm, Hs=Hs)
+    c = None
+    if cell == "rnn":
+        K.rnn_forward(Gm, bias, R, hinit, L, codes[0], al[0], be[0], clipv, train, Yt, h, A, Hs)
+    elif cell == "gru":
+        RH = np.empty((Tk, B, H), dt)
+        K.gru_forward(Gm, bias, R, R[: 2 * H], R[2 * H:], Rbh, hinit, L, codes, al, be, clipv, bool(lbr), train,
+                      Yt, h, A, Hs, RH)
+        st["RH"] = RH
+    else:
+        cinit = np.zeros((B, H), dt) if cinit is None else np.ascontiguousarray(cinit)
+        Pd = np.zeros(3 * H, dt) if P is None else P
+        c = np.empty((B, H), dt)
+        Cs = np.empty((T + 1 if train else 1, B, H), dt)
+        Hc = np.empty((Tk, B, H), dt)
+        K.lstm_forward(Gm, bias, R, Pd, hinit, cinit, L, codes, al, be, clipv, bool(input_forget), P is not None,
+                       train, Yt, h, c, A, Hs, Cs, Hc)
+        st.update(Cs=Cs, Hc=Hc)
+    return Yt, h, c
+
+
+def _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
+    """One direction with the batch-minor kernels. Returns Yt (T, H, B), h, c (B, H)."""
+    T, B, I = Xt.shape
+    H = R.shape[1]
+    dt = Xt.dtype
+    Gm = np.dot(W, Xt.reshape(T * B, I).T)  # (G*H, T*B); becomes the gate outputs
+    Yt = np.zeros((T, H, B), dt)
+    hT = np.ascontiguousarray(hinit.T)
+    nst = (T + 1) * B if train else 1
+    Hs = np.empty((H, nst), dt)
+    st.update(Gt=Gm, Hs=Hs)
+    c = None
+    if cell == "gru":
+        RH = np.empty((H, T * B if train else 1), dt)
+        K.gru_forward_bm(Gm, bias, R, Rbh, hT, L, train, Yt, Hs, RH)
+        st["RH"] = RH
+    else:
+        cT = np.zeros((H, B), dt) if cinit is None else np.ascontiguousarray(cinit.T)
+        Cs = np.empty((H, nst), dt)
+        Hc = np.empty((H, T * B if train else 1), dt)
+        K.lstm_forward_bm(Gm, bias, R, hT, cT, L, train, Yt, Hs, Cs, Hc)
+        st.update(Cs=Cs, Hc=Hc)
+        c = cT.T
+    return Yt, hT.T, c
+
+
 # ----------------------------------------------------------------------------------------
 # forward
 # ----------------------------------------------------------------------------------------
+@with_blas_limit
 def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, activation_alpha,
          activation_beta, clip, train, input_forget=False, linear_before_reset=True):
     given = _given(X=X, W=W, R=R, Wb=Wb, Rb=Rb, h0=h0, c0=c0, P=P)
@@ -171,7 +247,6 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
     dt = X.dtype
     B, T, I = X.shape
     GH = _GATES[cell] * H
-    Tk = T if train else 1
     Y = np.zeros((B, T, D, H), dt)
     Y_h = np.empty((B, D, H), dt)
     Y_c = np.empty((B, D, H), dt) if cell == "lstm" else None
@@ -184,39 +259,27 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
         Xt = _time_major(X, ridx)  # (T, B, I)
         if L.min() < T:  # padded steps never matter: zero them so NaN padding cannot reach dW
             Xt[np.arange(T)[:, None] >= L[None, :]] = 0
-        hinit = np.zeros((B, H), dt) if h0 is None else np.ascontiguousarray(h0[:, d])
+        hinit = np.zeros((B, H), dt) if h0 is None else h0[:, d]
         bias = _bias_sum(Wb, Rb, d, GH, dt)  # added inside the kernels' loops
         if cell == "gru" and linear_before_reset and Rb is not None:
             bias[2 * H:] -= Rb[d, 2 * H:]  # Rbh sits inside r * (.) and is added in the loop
-        Gm = np.dot(Xt.reshape(T * B, I), W[d].T).reshape(T, B, GH)  # (T, B, G*H)
-        Yt = np.zeros((T, B, H), dt)  # (T, B, H)
-        h = np.empty((B, H), dt)
-        A = np.empty((Tk, B, GH), dt)
-        Gt = np.empty((Tk, B, GH), dt)
-        Hs = np.empty((T + 1 if train else 1, B, H), dt)
-        st = dict(Xt=Xt, ridx=ridx, A=A, Gt=Gt, Hs=Hs)
-        if cell == "rnn":
-            K.rnn_forward(Gm, bias, R[d], hinit, L, codes[d, 0], al[d, 0], be[d, 0],
-                          clipv, train, Yt, h, A, Gt, Hs)
-        elif cell == "gru":
+        Rbh = None
+        if cell == "gru":
             Rbh = np.zeros(H, dt) if Rb is None else np.ascontiguousarray(Rb[d, 2 * H:])
-            RH = np.empty((Tk, B, H), dt)
-            K.gru_forward(Gm, bias, R[d], R[d, : 2 * H], R[d, 2 * H:], Rbh,
-                          hinit, L, codes[d], al[d], be[d], clipv, bool(linear_before_reset), train,
-                          Yt, h, A, Gt, Hs, RH)
-            st["RH"] = RH
+        st = dict(Xt=Xt, ridx=ridx, bm=_batch_minor(cell, B, codes[d], clipv, P, input_forget,
+                                                    linear_before_reset))
+        if st["bm"]:
+            Yt, h, c = _forward_bm(cell, st, Xt, W[d], R[d], bias, Rbh, hinit,
+                                   None if c0 is None else c0[:, d], L, train)
+            Y[:, :, d, :] = _batch_first(Yt.transpose(0, 2, 1), ridx)  # (T, H, B) -> (B, T, H)
         else:
-            cinit = np.zeros((B, H), dt) if c0 is None else np.ascontiguousarray(c0[:, d])
-            Pd = np.zeros(3 * H, dt) if P is None else P[d]
-            c = np.empty((B, H), dt)
-            Cs = np.empty((T + 1 if train else 1, B, H), dt)
-            Hc = np.empty((Tk, B, H), dt)
-            K.lstm_forward(Gm, bias, R[d], Pd, hinit, cinit, L, codes[d], al[d], be[d], clipv,
-                           bool(input_forget), P is not None, train, Yt, h, c, A, Gt, Hs, Cs, Hc)
-            Y_c[:, d] = c
-            st.update(Cs=Cs, Hc=Hc)
-        Y[:, :, d, :] = _batch_first(Yt, ridx)
+            Yt, h, c = _forward_bmaj(cell, st, Xt, W[d], R[d], bias, Rbh, hinit,
+                                     None if c0 is None else c0[:, d], None if P is None else P[d], L,
+                                     codes[d], al[d], be[d], clipv, input_forget, linear_before_reset, train)
+            Y[:, :, d, :] = _batch_first(Yt, ridx)
         Y_h[:, d] = h
+        if cell == "lstm":
+            Y_c[:, d] = c
         if train:
             cache.dirs.append(st)
     out = (Y, Y_h) if cell != "lstm" else (Y, Y_h, Y_c)
@@ -313,6 +376,7 @@ def _grad_in(g, name, shape, dt):
     return g
 
 
+@with_blas_limit
 def _backward(cell, cache, dY, dY_h, dY_c=None):
     if not isinstance(cache, Cache) or cache.cell != cell:
         raise TypeError(f"cache: expected the cache returned by {cell}(..., train=True)")
@@ -334,11 +398,39 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
     dP = np.zeros((D, 3 * H), dt)
     for d, st in enumerate(cache.dirs):
         ridx, Xt = st["ridx"], st["Xt"]
+        X2 = Xt.reshape(T * B, I)  # (T*B, I), step order
+        dh = np.zeros((B, H), dt) if dY_h is None else dY_h[:, d]
+        dc = np.zeros((B, H), dt) if dY_c is None else dY_c[:, d]
+        if st["bm"]:
+            # batch-minor: gradients of the gate pre-activations as (G*H, T*B)
+            if dY is None:
+                dYt = np.zeros((T, H, B), dt)
+            else:
+                dYt = np.ascontiguousarray(_time_major(dY[:, :, d, :], ridx).transpose(0, 2, 1))  # (T, H, B)
+            dhT = np.ascontiguousarray(dh.T)
+            dA = np.empty((GH, T * B), dt)
+            RT = np.ascontiguousarray(R[d].T)
+            Hprev = st["Hs"][:, : T * B]  # (H, T*B)
+            if cell == "gru":
+                dRec = np.empty((GH, T * B), dt)
+                K.gru_backward_bm(RT, L, dYt, dhT, st["Gt"], st["Hs"], st["RH"], dA, dRec)
+            else:
+                dcT = np.ascontiguousarray(dc.T)
+                K.lstm_backward_bm(RT, L, dYt, dhT, dcT, st["Gt"], st["Cs"], st["Hc"], dA)
+                dRec = dA
+                dc0[:, d] = dcT.T
+            dR[d] = dRec @ Hprev.T
+            dW[d] = dA @ X2
+            dX += _batch_first((dA.T @ W[d]).reshape(T, B, I), ridx)
+            dWb[d] = dA.sum(axis=1)
+            dRb[d] = dRec.sum(axis=1)
+            dh0[:, d] = dhT.T
+            continue
         if dY is None:
             dYt = np.zeros((T, B, H), dt)
         else:
             dYt = _time_major(dY[:, :, d, :], ridx)  # (T, B, H)
-        dh = np.zeros((B, H), dt) if dY_h is None else dY_h[:, d].copy()  # the kernel writes into it
+        dh = dh.copy()  # the kernel writes into it
         dA = np.zeros((T, B, GH), dt)  # (T, B, G*H)
         Hprev = st["Hs"][:T].reshape(T * B, H)  # (T*B, H)
         if cell == "rnn":
@@ -357,7 +449,7 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
             Hin = Hprev if a["lbr"] else st["RH"].reshape(T * B, H)  # what multiplies Rh
             dR[d, 2 * H:] = dRec2[:, 2 * H:].T @ Hin
         else:
-            dc = np.zeros((B, H), dt) if dY_c is None else dY_c[:, d].copy()
+            dc = dc.copy()
             Pd = np.zeros(3 * H, dt) if a["P"] is None else a["P"][d]
             K.lstm_backward(np.ascontiguousarray(R[d].T), Pd, L, a["codes"][d], a["al"][d], a["be"][d], a["clip"],
                             a["input_forget"], a["P"] is not None, dYt, dh, dc, st["A"], st["Gt"], st["Hs"],
@@ -366,7 +458,7 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
             dR[d] = dA.reshape(T * B, GH).T @ Hprev
             dc0[:, d] = dc
         dA2 = dA.reshape(T * B, GH)  # (T*B, G*H)
-        dW[d] = dA2.T @ Xt.reshape(T * B, I)
+        dW[d] = dA2.T @ X2
         dX += _batch_first((dA2 @ W[d]).reshape(T, B, I), ridx)
         dWb[d] = dA2.sum(axis=0)
         dRb[d] = dRec.reshape(T * B, GH).sum(axis=0)

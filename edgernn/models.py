@@ -36,6 +36,7 @@ import warnings
 import numpy as np
 
 from . import callbacks as cbks
+from ._config import with_blas_limit
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
@@ -94,8 +95,8 @@ class Sequential:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"Sequential: dtype must be float32 or float64, got {dtype!r}")
-        self.seed = seed
-        seq = np.random.SeedSequence(seed)
+        self.seed = None if seed is None else int(seed)
+        seq = np.random.SeedSequence(self.seed)
         self._init_seq, train_seq = seq.spawn(2)
         self._train_rng = np.random.default_rng(train_seq)
         self._layers: list[Layer] = []
@@ -105,6 +106,8 @@ class Sequential:
         self.loss = None
         self.metrics = []
         self.stop_training = False
+        # user metadata saved with the model (JSON-able), e.g. a forecaster's preprocessing
+        self.meta: dict = {}
         self.history = None
         self._fit_params = {}
         for layer in layers or []:
@@ -363,6 +366,7 @@ class Sequential:
             if isinstance(layer, (RecurrentLayer, Bidirectional)):
                 layer.reset_states()
 
+    @with_blas_limit
     def fit(self, x, y, batch_size=None, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
             validation_data=None, shuffle=True, initial_epoch=0, seed=None, lengths=None):
         """Train by backpropagation through time.
@@ -400,31 +404,10 @@ class Sequential:
         """
         if self.loss is None:
             raise RuntimeError("fit: compile the model first, e.g. model.compile(loss='mse', optimizer='adam')")
-        X, L, _ = self._prepare_x(x, lengths, "x")
-        Y = self._prepare_y(y, X, L, "y")
-        self._check_finite(X, "x")
-        self._check_finite(Y, "y")
         batch_size = 32 if batch_size is None else int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a tuple (x_val, y_val)")
-            Xv, Lv, _ = self._prepare_x(validation_data[0], None, "validation x")
-            Yv = self._prepare_y(validation_data[1], Xv, Lv, "validation y")
-            self._check_finite(Xv, "validation x")
-            self._check_finite(Yv, "validation y")
-            val = (Xv, Yv, Lv)
-        elif validation_split:
-            if not 0.0 < validation_split < 1.0:
-                raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
-            split = int(X.shape[0] * (1.0 - validation_split))
-            if split < 1 or split >= X.shape[0]:
-                raise ValueError(f"validation_split={validation_split} leaves no samples for training or "
-                                 f"validation out of {X.shape[0]}")
-            val = (X[split:], Y[split:], None if L is None else L[split:])
-            X, Y, L = X[:split], Y[:split], (None if L is None else L[:split])
+        (X, Y, L), val = self._fit_data(x, y, lengths, validation_data, validation_split)
         stateful = self._stateful()
         if stateful:
             if shuffle:
@@ -437,10 +420,9 @@ class Sequential:
         rng = self._train_rng if seed is None else np.random.default_rng(seed)
         for layer in self._layers:
             if getattr(layer, "seed", None) is None:
-                layer._rng = rng
+                layer._rng = rng  # dropout masks
         self.metrics = self._make_metrics()
-        N = X.shape[0]
-        steps = math.ceil(N / batch_size)
+        steps = math.ceil(X.shape[0] / batch_size)
         history = cbks.History()
         cb_list = list(callbacks or []) + [history]  # History sees what callbacks add (e.g. "lr")
         if verbose:
@@ -451,63 +433,87 @@ class Sequential:
         self.stop_training = False
         pairs = self._trainable()
         snapshot = [layer.params[k].copy() for layer, k in pairs]
-        has_time = Y.ndim >= 3 or (self.loss.sparse and Y.ndim >= 2)
         cb.on_train_begin({})
-        epoch = initial_epoch
-        try:
-            for epoch in range(initial_epoch, epochs):
+        for epoch in range(initial_epoch, epochs):
+            if stateful:
+                self.reset_states()
+            cb.on_epoch_begin(epoch, {})
+            order = rng.permutation(X.shape[0]) if shuffle else None
+            logs = self._train_epoch(X, Y, L, order, batch_size, epoch, cb, pairs, snapshot)
+            if val is not None:
                 if stateful:
                     self.reset_states()
-                cb.on_epoch_begin(epoch, {})
-                order = rng.permutation(N) if shuffle else None
-                tot, cnt = 0.0, 0
-                for m in self.metrics:
-                    m.reset()
-                for b in range(steps):
-                    sl = slice(b * batch_size, min(N, (b + 1) * batch_size))
-                    idx = order[sl] if order is not None else sl
-                    xb, yb = X[idx], Y[idx]
-                    lb = None if L is None else L[idx]
-                    if lb is not None and not stateful:  # drop padding beyond this batch's longest sample
-                        Tb = max(1, int(lb.max()))
-                        if Tb < xb.shape[1]:
-                            xb = xb[:, :Tb]
-                            if has_time:
-                                yb = yb[:, :Tb]
-                    try:
-                        loss = self._train_step(xb, yb, lb, pairs, snapshot)
-                    except _Diverged as exc:
-                        for (layer, k), s in zip(pairs, snapshot, strict=True):
-                            np.copyto(layer.params[k], s)
-                        if stateful:
-                            self.reset_states()
-                        raise cbks.TrainingDiverged(
-                            f"training diverged: {exc.what} at epoch {epoch + 1}, batch {b + 1} (counting from 1); "
-                            "stopped and restored the weights from before the last update. Try a lower "
-                            "learning rate or gradient clipping (clipnorm=1.0).",
-                            epoch=epoch, batch=b, history=history) from None
-                    n = xb.shape[0]
-                    tot += loss * n
-                    cnt += n
-                    logs = {"loss": tot / cnt}
-                    logs.update({m.name: m.result() for m in self.metrics})
-                    cb.on_batch_end(b, logs)
-                logs = {"loss": tot / cnt}
-                logs.update({m.name: m.result() for m in self.metrics})
-                if val is not None:
-                    if stateful:
-                        self.reset_states()
-                    vlogs = self._evaluate_arrays(*val, batch_size=batch_size)
-                    logs.update({"val_" + k: v for k, v in vlogs.items()})
-                    if stateful:
-                        self.reset_states()
-                cb.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
-        finally:
-            self._last_lengths = None
+                logs.update({"val_" + k: v for k, v in self._evaluate_arrays(*val, batch_size).items()})
+                if stateful:
+                    self.reset_states()
+            cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
         cb.on_train_end({})
         return history
+
+    def _fit_data(self, x, y, lengths, validation_data, validation_split):
+        """Checked training arrays ``(X, Y, L)`` and validation arrays (or None)."""
+        X, L, _ = self._prepare_x(x, lengths, "x")
+        Y = self._prepare_y(y, X, L, "y")
+        self._check_finite(X, "x")
+        self._check_finite(Y, "y")
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a tuple (x_val, y_val)")
+            Xv, Lv, _ = self._prepare_x(validation_data[0], None, "validation x")
+            Yv = self._prepare_y(validation_data[1], Xv, Lv, "validation y")
+            self._check_finite(Xv, "validation x")
+            self._check_finite(Yv, "validation y")
+            return (X, Y, L), (Xv, Yv, Lv)
+        if not validation_split:
+            return (X, Y, L), None
+        if not 0.0 < validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        split = int(X.shape[0] * (1.0 - validation_split))  # the last samples, before shuffling (Keras)
+        if split < 1 or split >= X.shape[0]:
+            raise ValueError(f"validation_split={validation_split} leaves no samples for training or "
+                             f"validation out of {X.shape[0]}")
+        Lt, Lv = (None, None) if L is None else (L[:split], L[split:])
+        return (X[:split], Y[:split], Lt), (X[split:], Y[split:], Lv)
+
+    def _train_epoch(self, X, Y, L, order, batch_size, epoch, cb, pairs, snapshot):
+        """One pass over the batches; returns the epoch logs (mean loss weighted by batch size, metrics).
+
+        ``snapshot`` holds the weights from before the last update, restored on divergence.
+        """
+        N = X.shape[0]
+        has_time = Y.ndim >= 3 or (self.loss.sparse and Y.ndim >= 2)
+        trim = L is not None and not self._stateful()
+        tot, cnt = 0.0, 0
+        for m in self.metrics:
+            m.reset()
+        for b in range(math.ceil(N / batch_size)):
+            sl = slice(b * batch_size, min(N, (b + 1) * batch_size))
+            idx = order[sl] if order is not None else sl
+            xb, yb = X[idx], Y[idx]
+            lb = None if L is None else L[idx]
+            if trim:  # drop the padding beyond this batch's longest sample
+                Tb = max(1, int(lb.max()))
+                if Tb < xb.shape[1]:
+                    xb = xb[:, :Tb]
+                    yb = yb[:, :Tb] if has_time else yb
+            try:
+                loss = self._train_step(xb, yb, lb, pairs, snapshot)
+            except _Diverged as exc:
+                for (layer, k), s in zip(pairs, snapshot, strict=True):
+                    np.copyto(layer.params[k], s)
+                self.reset_states()
+                raise cbks.TrainingDiverged(
+                    f"training diverged: {exc.what} at epoch {epoch + 1}, batch {b + 1} (counting from 1); "
+                    "stopped and restored the weights from before the last update. Try a lower "
+                    "learning rate or gradient clipping (clipnorm=1.0).",
+                    epoch=epoch, batch=b, history=self.history) from None
+            tot += loss * xb.shape[0]
+            cnt += xb.shape[0]
+            logs = {"loss": tot / cnt, **{m.name: m.result() for m in self.metrics}}
+            cb.on_batch_end(b, logs)
+        return logs
 
     def _train_step(self, xb, yb, lb, pairs, snapshot):
         with np.errstate(over="ignore", invalid="ignore"):  # divergence is detected and reported here
@@ -526,6 +532,7 @@ class Sequential:
                 m.update(yb, pred, mask)
         return loss
 
+    @with_blas_limit
     def train_on_batch(self, x, y):
         """One update on one batch; returns the loss (before the update)."""
         if self.loss is None:
@@ -551,6 +558,7 @@ class Sequential:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         return [slice(s, min(N, s + batch_size)) for s in range(0, N, batch_size)]
 
+    @with_blas_limit
     def predict(self, x, batch_size=None, verbose=0, lengths=None):
         """Outputs for ``x`` (inference: dropout off, no gradient caches).
 
@@ -601,6 +609,7 @@ class Sequential:
         out.update({m.name: m.result() for m in metrics})
         return out
 
+    @with_blas_limit
     def evaluate(self, x, y, batch_size=None, verbose=0, return_dict=False, lengths=None):
         """Loss (and metrics) on ``x, y`` without training behaviour.
 

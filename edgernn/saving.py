@@ -63,7 +63,8 @@ def save_model(model, path):
             arrays[f"layer{i}/{name}"] = w
     header = {"format": _FORMAT, "format_version": FORMAT_VERSION, "edgernn_version": __version__,
               "model": {"class_name": type(model).__name__, "config": model.get_config()},
-              "compile": _compile_config(model), "weights": _manifest(model)}
+              "compile": _compile_config(model), "weights": _manifest(model),
+              "meta": getattr(model, "meta", {})}
     arrays["__config__"] = np.array(json.dumps(header))
     arrays["__format_version__"] = np.array(FORMAT_VERSION, np.int64)
     directory = os.path.dirname(os.path.abspath(path))
@@ -174,6 +175,10 @@ def load_model(path, compile=True):
                              f"expects shape {tuple(m['shape'])} dtype {m['dtype']}")
     for i, layer in enumerate(model.layers):
         layer.set_weights([arrays[f"layer{i}/{n}"] for n in layer.weight_names])
+    meta = header.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: the 'meta' entry of the config must be a JSON object")
+    model.meta = meta
     comp = header.get("compile")
     if compile and comp:
         from . import losses, optimizers

@@ -126,12 +126,57 @@ def _mv(W, w0, ld, nc, nrows, v, v0, vs, B, out, o0, os, rev):
             out[o0 + b * os + r] = s0
 
 
-@jit
-def _act_into(code, x, y, alpha, beta):
-    """y[:] = act(x[:]) for an act_vec code, LINEAR or SOFTMAX. ``x`` and ``y`` must not be
-    the same memory (a run-time alias check would make LLVM fall back to scalar code)."""
+# float32 constants of the rational tanh (the float32 cells use it without float64 round trips)
+_F32 = np.float32
+_TC, _T1, _T3, _T5, _T7, _T9, _T11, _T13 = (_F32(A._CLAMP), _F32(A._A1), _F32(A._A3), _F32(A._A5),
+                                            _F32(A._A7), _F32(A._A9), _F32(A._A11), _F32(A._A13))
+_U0, _U2, _U4, _U6 = _F32(A._B0), _F32(A._B2), _F32(A._B4), _F32(A._B6)
+_HALF = _F32(0.5)
+
+
+@jit(inline="always")
+def _tanh32(x):
+    """``fast_tanh`` in float32 arithmetic (only reached by float32 models)."""
+    x = min(max(x, -_TC), _TC)
+    x2 = x * x
+    p = x2 * _T13 + _T11
+    p = x2 * p + _T9
+    p = x2 * p + _T7
+    p = x2 * p + _T5
+    p = x2 * p + _T3
+    p = x2 * p + _T1
+    p = x * p
+    q = x2 * _U6 + _U4
+    q = x2 * q + _U2
+    q = x2 * q + _U0
+    return p / q
+
+
+@jit(inline="always")
+def _sigmoid32(x):
+    return _HALF * _tanh32(_HALF * x) + _HALF
+
+
+# The helpers below are inlined (numba IR level): a slice passed to a function that is not
+# inlined costs a reference-count round trip (~15 ns), which would dominate small models.
+@jit(inline="always")
+def _act(code, x, y, alpha, beta):
+    """y[:] = act(x[:]) for an activation code, LINEAR or SOFTMAX; ``x`` and ``y`` must not be
+    the same memory (LLVM's run-time alias check would fall back to scalar code)."""
     n = x.shape[0]
-    if code == LINEAR or code == SOFTMAX:
+    if code == A.FAST_SIGMOID:
+        for k in range(n):
+            y[k] = _sigmoid32(x[k])
+    elif code == A.FAST_TANH:
+        for k in range(n):
+            y[k] = _tanh32(x[k])
+    elif code == A.SIGMOID:
+        for k in range(n):
+            y[k] = 1.0 / (1.0 + np.exp(-x[k]))
+    elif code == A.TANH:
+        for k in range(n):
+            y[k] = np.tanh(x[k])
+    elif code == LINEAR or code == SOFTMAX:
         for k in range(n):
             y[k] = x[k]
         if code == SOFTMAX:
@@ -146,26 +191,22 @@ def _act_into(code, x, y, alpha, beta):
             inv = 1.0 / s
             for k in range(n):
                 y[k] = y[k] * inv
-        return
-    A.act_vec(code, x, y, alpha, beta)
+    else:
+        for k in range(n):
+            y[k] = A.act1(code, x[k], alpha, beta)
 
 
-@jit
+@jit(inline="always")
 def _clip_inplace(x, clip):
     for k in range(x.shape[0]):
         x[k] = min(max(x[k], -clip), clip)
 
 
 @jit(inline="always")
-def _fast_sigmoid(x):
-    return 0.5 * A.fast_tanh(0.5 * x) + 0.5
-
-
-@jit
-def _emit(valid, b, h, out, rseq):
-    """Write a recurrent layer's output for batch row b: the new state, or, on a padding
+def _emit(valid, h, out, rseq):
+    """Write a recurrent layer's output for one batch row: the new state, or, on a padding
     step, zeros (return_sequences) or the held state."""
-    if valid[b] != 0.0 or not rseq:
+    if valid or not rseq:
         for j in range(h.shape[0]):
             out[j] = h[j]
     else:
@@ -173,31 +214,35 @@ def _emit(valid, b, h, out, rseq):
             out[j] = 0.0
 
 
+# Ops take the whole arrays (meta, Wf, buf) and offsets, never slices (see above).
 @jit
-def _rnn_op(m, Wf, buf, valid, B, rev):
+def _rnn_op(meta, li, Wf, buf, B, rev):
+    m = meta[li]
     I, H = m[M_I], m[M_O]
     ld = I + H
     fp = m[M_F]
     clip = Wf[fp + 6]
     rseq = (m[M_FLAGS] & F_RSEQ) != 0
-    xh, g, bias, out, outs = m[M_IN], m[M_G], m[M_BIAS], m[M_OUT], m[M_OUTS]
-    if B > 1 or valid[0] != 0.0:
+    xh, g, bias, out, outs, vo = m[M_IN], m[M_G], m[M_BIAS], m[M_OUT], m[M_OUTS], meta[0, H_VALID]
+    if B > 1 or buf[vo] != 0.0:
         _mv(Wf, m[M_W], ld, ld, H, buf, xh, ld, B, buf, g, H, rev)
     bv = Wf[bias: bias + H]
     for b in range(B):
         h = buf[xh + b * ld + I: xh + b * ld + ld]
-        if valid[b] != 0.0:
+        valid = buf[vo + b] != 0.0
+        if valid:
             a = buf[g + b * H: g + b * H + H]
             for j in range(H):
                 a[j] += bv[j]
             if clip > 0.0:
                 _clip_inplace(a, clip)
-            A.act_vec(m[M_C0], a, h, Wf[fp], Wf[fp + 3])
-        _emit(valid, b, h, buf[out + b * outs: out + b * outs + H], rseq)
+            _act(m[M_C0], a, h, Wf[fp], Wf[fp + 3])
+        _emit(valid, h, buf[out + b * outs: out + b * outs + H], rseq)
 
 
 @jit
-def _gru_op(m, Wf, buf, valid, B, rev):
+def _gru_op(meta, li, Wf, buf, B, rev):
+    m = meta[li]
     I, H = m[M_I], m[M_O]
     ld = I + H
     G = 3 * H
@@ -206,12 +251,12 @@ def _gru_op(m, Wf, buf, valid, B, rev):
     flags = m[M_FLAGS]
     lbr = (flags & F_LBR) != 0
     rseq = (flags & F_RSEQ) != 0
-    xh, g, out, outs = m[M_IN], m[M_G], m[M_OUT], m[M_OUTS]
+    xh, g, out, outs, vo = m[M_IN], m[M_G], m[M_OUT], m[M_OUTS], meta[0, H_VALID]
     rec, rh, gt, w = m[M_S], m[M_S2], m[M_T], m[M_W]
     fc, gc = m[M_C0], m[M_C1]
     fast = lbr and fc == A.FAST_SIGMOID and gc == A.FAST_TANH and clip == 0.0
     bv = Wf[m[M_BIAS]: m[M_BIAS] + G]
-    run = B > 1 or valid[0] != 0.0
+    run = B > 1 or buf[vo] != 0.0
     if run:
         # z, r rows: x W^T + h R^T in one pass; h rows: the x part (and h Rh^T when lbr)
         _mv(Wf, w, ld, ld, 2 * H, buf, xh, ld, B, buf, g, G, rev)
@@ -220,7 +265,7 @@ def _gru_op(m, Wf, buf, valid, B, rev):
             _mv(Wf, w + 2 * H * ld + I, ld, H, H, buf, xh + I, ld, B, buf, rec, H, rev)
     Rbh = Wf[m[M_P]: m[M_P] + H] if lbr else bv
     for b in range(B):
-        if valid[b] == 0.0:
+        if buf[vo + b] == 0.0:
             continue
         a = buf[g + b * G: g + b * G + G]
         gb = buf[gt + b * G: gt + b * G + G]
@@ -228,9 +273,9 @@ def _gru_op(m, Wf, buf, valid, B, rev):
         if fast:
             rb = buf[rec + b * H: rec + b * H + H]
             for j in range(2 * H):
-                gb[j] = _fast_sigmoid(a[j] + bv[j])
+                gb[j] = _sigmoid32(a[j] + bv[j])
             for j in range(H):
-                hh = A.fast_tanh(a[2 * H + j] + bv[2 * H + j] + gb[H + j] * (rb[j] + Rbh[j]))
+                hh = _tanh32(a[2 * H + j] + bv[2 * H + j] + gb[H + j] * (rb[j] + Rbh[j]))
                 z = gb[j]
                 h[j] = (1.0 - z) * hh + z * h[j]
             continue
@@ -238,7 +283,7 @@ def _gru_op(m, Wf, buf, valid, B, rev):
             a[j] += bv[j]
         if clip > 0.0:
             _clip_inplace(a[: 2 * H], clip)
-        A.act_vec(fc, a[: 2 * H], gb[: 2 * H], Wf[fp], Wf[fp + 3])
+        _act(fc, a[: 2 * H], gb[: 2 * H], Wf[fp], Wf[fp + 3])
         if not lbr:
             rhb = buf[rh + b * H: rh + b * H + H]
             for j in range(H):
@@ -247,7 +292,8 @@ def _gru_op(m, Wf, buf, valid, B, rev):
         _mv(Wf, w + 2 * H * ld + I, ld, H, H, buf, rh, H, B, buf, rec, H, rev)
     for b in range(B):
         h = buf[xh + b * ld + I: xh + b * ld + ld]
-        if valid[b] != 0.0 and not fast:
+        valid = buf[vo + b] != 0.0
+        if valid and not fast:
             c = buf[g + b * G + 2 * H: g + b * G + G]
             gb = buf[gt + b * G: gt + b * G + G]
             rb = buf[rec + b * H: rec + b * H + H]
@@ -259,48 +305,48 @@ def _gru_op(m, Wf, buf, valid, B, rev):
                     c[j] += bv[2 * H + j] + rb[j]
             if clip > 0.0:
                 _clip_inplace(c, clip)
-            A.act_vec(gc, c, gb[2 * H:], Wf[fp + 1], Wf[fp + 4])
+            _act(gc, c, gb[2 * H:], Wf[fp + 1], Wf[fp + 4])
             for j in range(H):
                 z = gb[j]
                 h[j] = (1.0 - z) * gb[2 * H + j] + z * h[j]
-        _emit(valid, b, h, buf[out + b * outs: out + b * outs + H], rseq)
+        _emit(valid, h, buf[out + b * outs: out + b * outs + H], rseq)
 
 
 @jit
-def _lstm_op(m, Wf, buf, valid, B, rev):
+def _lstm_op(meta, li, Wf, buf, B, rev):
+    m = meta[li]
     I, H = m[M_I], m[M_O]
     ld = I + H
     G = 4 * H
     fp = m[M_F]
-    a0, a1, a2 = Wf[fp], Wf[fp + 1], Wf[fp + 2]
-    b0, b1, b2 = Wf[fp + 3], Wf[fp + 4], Wf[fp + 5]
     clip = Wf[fp + 6]
     flags = m[M_FLAGS]
     peep = (flags & F_PEEP) != 0
     coupled = (flags & F_INPUT_FORGET) != 0
     rseq = (flags & F_RSEQ) != 0
-    xh, g, out, outs, P = m[M_IN], m[M_G], m[M_OUT], m[M_OUTS], m[M_P]
+    xh, g, out, outs, P, vo = m[M_IN], m[M_G], m[M_OUT], m[M_OUTS], m[M_P], meta[0, H_VALID]
     fc, gc, hc = m[M_C0], m[M_C1], m[M_C2]
     fast = (fc == A.FAST_SIGMOID and gc == A.FAST_TANH and hc == A.FAST_TANH and not peep
             and not coupled and clip == 0.0)
     bv = Wf[m[M_BIAS]: m[M_BIAS] + G]
     gt = buf[m[M_T]: m[M_T] + G]
-    if B > 1 or valid[0] != 0.0:
+    if B > 1 or buf[vo] != 0.0:
         _mv(Wf, m[M_W], ld, ld, G, buf, xh, ld, B, buf, g, G, rev)
     for b in range(B):
         h = buf[xh + b * ld + I: xh + b * ld + ld]
-        if valid[b] != 0.0:
+        valid = buf[vo + b] != 0.0
+        if valid:
             a = buf[g + b * G: g + b * G + G]
             c = buf[m[M_C] + b * H: m[M_C] + b * H + H]
             if fast:
                 for j in range(H):
-                    ig = _fast_sigmoid(a[j] + bv[j])
-                    og = _fast_sigmoid(a[H + j] + bv[H + j])
-                    fg = _fast_sigmoid(a[2 * H + j] + bv[2 * H + j])
-                    cg = A.fast_tanh(a[3 * H + j] + bv[3 * H + j])
+                    ig = _sigmoid32(a[j] + bv[j])
+                    og = _sigmoid32(a[H + j] + bv[H + j])
+                    fg = _sigmoid32(a[2 * H + j] + bv[2 * H + j])
+                    cg = _tanh32(a[3 * H + j] + bv[3 * H + j])
                     cn = fg * c[j] + ig * cg
                     c[j] = cn
-                    h[j] = og * A.fast_tanh(cn)
+                    h[j] = og * _tanh32(cn)
             else:
                 for j in range(G):
                     a[j] += bv[j]
@@ -313,13 +359,13 @@ def _lstm_op(m, Wf, buf, valid, B, rev):
                         _clip_inplace(a[2 * H:], clip)
                 elif clip > 0.0:
                     _clip_inplace(a, clip)
-                A.act_vec(fc, a[:H], gt[:H], a0, b0)  # i
+                _act(fc, a[:H], gt[:H], Wf[fp], Wf[fp + 3])  # i
                 if coupled:
                     for j in range(H):
                         gt[2 * H + j] = 1.0 - gt[j]
                 else:
-                    A.act_vec(fc, a[2 * H: 3 * H], gt[2 * H: 3 * H], a0, b0)  # f
-                A.act_vec(gc, a[3 * H:], gt[3 * H:], a1, b1)  # c~
+                    _act(fc, a[2 * H: 3 * H], gt[2 * H: 3 * H], Wf[fp], Wf[fp + 3])  # f
+                _act(gc, a[3 * H:], gt[3 * H:], Wf[fp + 1], Wf[fp + 4])  # c~
                 for j in range(H):
                     c[j] = gt[2 * H + j] * c[j] + gt[j] * gt[3 * H + j]
                 if peep:  # the output gate's peephole sees the new cell state
@@ -327,15 +373,16 @@ def _lstm_op(m, Wf, buf, valid, B, rev):
                         a[H + j] += Wf[P + H + j] * c[j]
                     if clip > 0.0:
                         _clip_inplace(a[H: 2 * H], clip)
-                A.act_vec(fc, a[H: 2 * H], gt[H: 2 * H], a0, b0)  # o
-                A.act_vec(hc, c, a[:H], a2, b2)  # h(C_t), into the spent i slot
+                _act(fc, a[H: 2 * H], gt[H: 2 * H], Wf[fp], Wf[fp + 3])  # o
+                _act(hc, c, a[:H], Wf[fp + 2], Wf[fp + 5])  # h(C_t), into the spent i slot
                 for j in range(H):
                     h[j] = gt[H + j] * a[j]
-        _emit(valid, b, h, buf[out + b * outs: out + b * outs + H], rseq)
+        _emit(valid, h, buf[out + b * outs: out + b * outs + H], rseq)
 
 
 @jit
-def _dense_op(m, Wf, buf, B, rev):
+def _dense_op(meta, li, Wf, buf, B, rev):
+    m = meta[li]
     I, U = m[M_I], m[M_O]
     out, outs, bias, s = m[M_OUT], m[M_OUTS], m[M_BIAS], m[M_S]
     _mv(Wf, m[M_W], I, I, U, buf, m[M_IN], m[M_INS], B, buf, s, U, rev)
@@ -346,23 +393,26 @@ def _dense_op(m, Wf, buf, B, rev):
             bv = Wf[bias: bias + U]
             for j in range(U):
                 z[j] += bv[j]
-        _act_into(m[M_C0], z, buf[out + b * outs: out + b * outs + U], Wf[fp], Wf[fp + 3])
+        _act(m[M_C0], z, buf[out + b * outs: out + b * outs + U], Wf[fp], Wf[fp + 3])
 
 
 @jit
-def _act_op(m, Wf, buf, B):
+def _act_op(meta, li, Wf, buf, B):
+    m = meta[li]
     n = m[M_I]
     fp = m[M_F]
     for b in range(B):
         x = buf[m[M_IN] + b * m[M_INS]: m[M_IN] + b * m[M_INS] + n]
         y = buf[m[M_OUT] + b * m[M_OUTS]: m[M_OUT] + b * m[M_OUTS] + n]
-        _act_into(m[M_C0], x, y, Wf[fp], Wf[fp + 3])
+        _act(m[M_C0], x, y, Wf[fp], Wf[fp + 3])
 
 
 @jit
-def _mask_op(m, Wf, buf, valid, B):
+def _mask_op(meta, li, Wf, buf, B):
+    m = meta[li]
     n = m[M_I]
     mv = Wf[m[M_F] + 7]
+    vo = meta[0, H_VALID]
     for b in range(B):
         x = buf[m[M_IN] + b * m[M_INS]: m[M_IN] + b * m[M_INS] + n]
         y = buf[m[M_OUT] + b * m[M_OUTS]: m[M_OUT] + b * m[M_OUTS] + n]
@@ -371,8 +421,8 @@ def _mask_op(m, Wf, buf, valid, B):
             if x[j] != mv:
                 keep = True
         if not keep:
-            valid[b] = 0.0
-        if valid[b] != 0.0:
+            buf[vo + b] = 0.0
+        if buf[vo + b] != 0.0:
             for j in range(n):
                 y[j] = x[j]
         else:
@@ -387,27 +437,22 @@ def _model_step(x, Wf, buf, meta):
     nops = meta[0, H_NOPS]
     F = meta[0, H_FIN]
     rev = meta[0, H_PARITY]
-    meta[0, H_PARITY] = 1 - rev
-    valid = buf[meta[0, H_VALID]: meta[0, H_VALID] + B]
-    for b in range(B):
-        valid[b] = 1.0
+    vo = meta[0, H_VALID]
     if meta[0, H_IDS] != 0:  # token ids (B,) for a leading Embedding
         if x.ndim != 1:
             return ERR_SHAPE
         if x.shape[0] != B:
             return ERR_SHAPE
-        m = meta[1]
-        D, V = m[M_O], m[M_V]
-        mask_zero = (m[M_FLAGS] & F_MASK_ZERO) != 0
+        D, V = meta[1, M_O], meta[1, M_V]
+        mask_zero = (meta[1, M_FLAGS] & F_MASK_ZERO) != 0
         for b in range(B):
             if x[b] < 0 or x[b] >= V:
                 return ERR_ID
         for b in range(B):
             t = np.int64(x[b])
-            if mask_zero and t == 0:
-                valid[b] = 0.0
-            o = m[M_OUT] + b * m[M_OUTS]
-            e = m[M_W] + t * D
+            buf[vo + b] = 0.0 if mask_zero and t == 0 else 1.0
+            o = meta[1, M_OUT] + b * meta[1, M_OUTS]
+            e = meta[1, M_W] + t * D
             for j in range(D):
                 buf[o + j] = Wf[e + j]
         first = 2
@@ -426,22 +471,24 @@ def _model_step(x, Wf, buf, meta):
                     buf[i0 + b * ins + k] = x[b, k]
         else:
             return ERR_SHAPE
+        for b in range(B):
+            buf[vo + b] = 1.0
         first = 1
+    meta[0, H_PARITY] = 1 - rev
     for li in range(first, nops + 1):
-        m = meta[li]
-        t = m[M_TYPE]
+        t = meta[li, M_TYPE]
         if t == OP_LSTM:
-            _lstm_op(m, Wf, buf, valid, B, rev)
+            _lstm_op(meta, li, Wf, buf, B, rev)
         elif t == OP_GRU:
-            _gru_op(m, Wf, buf, valid, B, rev)
+            _gru_op(meta, li, Wf, buf, B, rev)
         elif t == OP_RNN:
-            _rnn_op(m, Wf, buf, valid, B, rev)
+            _rnn_op(meta, li, Wf, buf, B, rev)
         elif t == OP_DENSE:
-            _dense_op(m, Wf, buf, B, rev)
+            _dense_op(meta, li, Wf, buf, B, rev)
         elif t == OP_ACT:
-            _act_op(m, Wf, buf, B)
+            _act_op(meta, li, Wf, buf, B)
         elif t == OP_MASK:
-            _mask_op(m, Wf, buf, valid, B)
+            _mask_op(meta, li, Wf, buf, B)
     return 0
 
 
@@ -716,6 +763,23 @@ class Stream:
         self._outs = (None, self._out2, None) if self._ids else (None, self._out1, self._out2)
         self._states = info["states"]
         self._kernel = _model_step
+        self.step = self._make_step()  # closure: the fast path without attribute look-ups
+
+    def _make_step(self):
+        kernel, W, buf, meta, outs, xdt = self._kernel, self._W, self._buf, self._meta, self._outs, self._xdt
+        slow, fail, ndarray = self._step_slow, self._fail, np.ndarray
+
+        def step(x, copy=False):
+            if x.__class__ is not ndarray or x.dtype is not xdt:
+                return slow(x, copy)
+            if kernel(x, W, buf, meta):
+                fail(x)
+            if copy:
+                return outs[x.ndim].copy()
+            return outs[x.ndim]
+
+        step.__doc__ = Stream.step.__doc__
+        return step
 
     # ---- stepping ------------------------------------------------------------------------
     def step(self, x, copy=False):
@@ -741,8 +805,11 @@ class Stream:
         Raises
         ------
         ValueError
-            Wrong shape, or a token id outside the vocabulary (the state is then unchanged
-            for shape errors; for bad ids it may be partly advanced: call ``reset``).
+            Wrong shape, or a token id outside the vocabulary (the state is then unchanged).
+
+        Notes
+        -----
+        Each stream binds a fast version of this method to the instance when it is created.
         """
         if x.__class__ is not np.ndarray or x.dtype is not self._xdt:
             return self._step_slow(x, copy)
@@ -808,7 +875,9 @@ class Stream:
             out[:, t] = self.step(np.ascontiguousarray(X[:, t]))
         return out
 
-    __call__ = step
+    def __call__(self, x, copy=False):
+        """Same as :meth:`step`."""
+        return self.step(x, copy)
 
     # ---- state ---------------------------------------------------------------------------
     def reset(self):

@@ -190,3 +190,28 @@ def test_public_exports():
     assert issubclass(edgernn.TrainingDiverged, FloatingPointError)
     assert issubclass(edgernn.TrainingDiverged, RuntimeError)
     assert callable(edgernn.load_model)
+
+
+def test_dense_only_model_and_keras_shape_arguments(rng):
+    x = rng.standard_normal((64, 3)).astype(np.float32)
+    y = x @ np.array([1.0, -2.0, 0.5], np.float32)
+    m = Sequential([Dense(8, activation="relu", input_dim=3), Dense(1)], seed=0)
+    m.compile(loss="mse", optimizer="adam")
+    first = m.train_on_batch(x, y)
+    for _ in range(20):
+        last = m.train_on_batch(x, y)
+    assert last < first
+    assert m.predict(x).shape == (64, 1)
+    s = Sequential([LSTM(4, batch_input_shape=(2, 5, 1), stateful=True), Dense(1)])
+    assert s.input_shape == (5, 1)
+    with pytest.raises(TypeError):
+        SimpleRNN(3, recurrent_activation="sigmoid")
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgernn; heavy = [m for m in ('onnx', 'onnxruntime', 'matplotlib', 'torch') "
+            "if m in sys.modules]; assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,7 +9,7 @@ from edgernn.layers import GRU, LSTM, Activation, Bidirectional, Dense, Dropout,
 EPS = 1e-6
 
 
-def gradcheck(model, x, y, lengths=None, training=False, dropout_seed=None, states=None, n_per_param=5,
+def gradcheck(model, x, y, lengths=None, training=False, dropout_seed=None, states=None, n_per_param=8,
               check_input=True, seed=0):
     """Compare the model's analytic gradients (params and input) with central differences.
 

@@ -92,7 +92,7 @@ DIRECTIONS = ["forward", "backwards", "bi_concat", "bi_sum", "bi_mul", "bi_ave"]
 FULL = [(c, d, n, rs, ln, v, b) for c in CLS for d in DIRECTIONS for n in (1, 2) for rs in (True, False)
         for ln in ("none", "masking", "input") for v in VARIANTS[c] for b in (True, False)]
 _rng = np.random.default_rng(2024)
-GRID = [FULL[i] for i in sorted(_rng.choice(len(FULL), size=72, replace=False))]
+GRID = [FULL[i] for i in sorted(_rng.choice(len(FULL), size=216, replace=False))]
 
 
 def test_grid_covers_every_value():
@@ -311,6 +311,9 @@ def test_embedding_return_state_stateful_and_others(tmp_path):
                                                      input_shape=(None, 2), merge_mode="mul")]),
         "stateful": Sequential([LSTM(4, stateful=True, return_sequences=True, input_shape=(None, 2)),
                                 SimpleRNN(3, stateful=True), Dense(2)]),
+        "stateful_bi": Sequential([Masking(0.0, input_shape=(None, 2)),
+                                   Bidirectional(LSTM(3, stateful=True, return_sequences=True), merge_mode="sum"),
+                                   Dense(1)]),
         "dense_only": Sequential([Dense(4, input_shape=(3,), activation="tanh"), Activation("softmax")]),
         "fixed_length": Sequential([LSTM(3, input_shape=(8, 2)), Dense(1)]),
         "activations": Sequential([Dense(4, input_shape=(None, 2), activation="elu"), Activation("softsign"),
@@ -321,7 +324,7 @@ def test_embedding_return_state_stateful_and_others(tmp_path):
         randomize(model, rng)
         rng += 1
         for streaming in (False, True):
-            if streaming and name in ("return_state_bi",):
+            if streaming and name in ("return_state_bi", "stateful_bi"):
                 continue
             path = eo.export(model, tmp_path / f"{name}{streaming}.onnx", streaming=streaming)
             report = eo.verify(model, path)
@@ -331,6 +334,10 @@ def test_embedding_return_state_stateful_and_others(tmp_path):
     assert outs == ["y", "state_0_h_out", "state_0_h_backward_out"]
     outs = [o.name for o in onnx.load(tmp_path / "return_state_lstmFalse.onnx").graph.output]
     assert outs == ["y", "state_1_h_out", "state_1_c_out"]
+    ins = [i.name for i in onnx.load(tmp_path / "stateful_biFalse.onnx").graph.input]
+    assert ins == ["x", "state_0_h", "state_0_h_backward", "state_0_c", "state_0_c_backward"]
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "embeddingTrue.onnx").metadata_props}
+    assert meta["input_dtype"] == "int64" and meta["vocabulary_size"] == "12"
     # stateful: the full graph carries the state like predict does across calls
     model = models["stateful"]
     sess = ort.InferenceSession(str(tmp_path / "statefulFalse.onnx"))

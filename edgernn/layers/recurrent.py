@@ -174,7 +174,8 @@ class RecurrentLayer(Layer):
     def _build(self, input_shape, rng):
         if len(input_shape) != 2 or input_shape[-1] is None:
             raise ValueError(f"{type(self).__name__} {self.name!r}: expects input (batch, time, features) "
-                             f"with a known feature count, got sample shape {input_shape}")
+                             f"with a known feature count, got sample shape {input_shape} "
+                             "(input shapes exclude the batch axis: use (time or None, features))")
         I, H, G, D = input_shape[-1], self.units, self.gates, self.num_directions
         kinit = initializers.get(self.kernel_initializer)
         rinit = initializers.get(self.recurrent_initializer)
@@ -404,7 +405,8 @@ class SimpleRNN(RecurrentLayer):
     num_states = 1
 
     def __init__(self, units, activation="tanh", **kwargs):
-        kwargs.pop("recurrent_activation", None)
+        if "recurrent_activation" in kwargs:
+            raise TypeError("SimpleRNN has no recurrent_activation (it has a single activation)")
         super().__init__(units, activation=activation, **kwargs)
 
     def _run(self, x, init, lengths, train):

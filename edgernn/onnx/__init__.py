@@ -170,7 +170,7 @@ def build_model(model, streaming=False, opset=None, lengths_input=False):
         "input_name": "x",
         "input_layout": layout,
         "input_dtype": "int64" if ids else "float32",
-        "input_features": str(layers[0].input_dim if ids else input_shape[-1]),
+        "input_features": "1" if ids else str(input_shape[-1]),
         "input_shape": json.dumps(ctx.input_shape),
         "outputs": json.dumps([o.name for o in g.outputs]),
         "layers": json.dumps(_layer_summary(layers)),
@@ -184,6 +184,8 @@ def build_model(model, streaming=False, opset=None, lengths_input=False):
         "notes": json.dumps(ctx.notes),
         "opset": str(opset),
     }
+    if ids:
+        meta["vocabulary_size"] = str(layers[0].input_dim)
     doc = (f"edgernn {__version__} {'streaming (one step)' if streaming else 'full-sequence'} graph of "
            f"{getattr(model, 'name', 'model')}: {len(layers)} layers")
     return g.make_model(getattr(model, "name", "edgernn") or "edgernn", meta, doc)
@@ -238,7 +240,7 @@ def export(model, path, streaming=False, opset=None, *, lengths_input=False, ver
     tmp = _atomic_write(path, proto.SerializeToString())
     try:
         if verify:
-            globals()["verify"](model, tmp, **verify_kwargs)
+            _verify(model, tmp, **verify_kwargs)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -576,6 +578,9 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
             f"ONNX graph {worst.graph} differs from model.predict: max abs error {worst.max_abs:.3g} > {atol:g} "
             f"({worst.what}, batch {worst.batch}, length {worst.length})\n{report.table()}", report)
     return report
+
+
+_verify = verify  # export() has a parameter of that name
 
 
 def export_cli(argv=None) -> str:

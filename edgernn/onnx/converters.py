@@ -356,9 +356,6 @@ def _recurrent_checks(ctx, layer, x):
                                "a step-by-step graph can only run forward in time")
     if layer.return_state and not ctx.is_last:
         raise UnsupportedError(layer, "return_state=True on a layer that is not the last one")
-    for opt in ("return_sequences", "go_backwards", "stateful", "return_state"):
-        if not hasattr(layer, opt):
-            raise UnsupportedError(layer, f"missing attribute {opt!r}")
 
 
 @register(SimpleRNN, GRU, LSTM, Bidirectional)

@@ -123,8 +123,39 @@ class GraphBuilder:
         return self.op("Gather", [shape, self.const([axis])], axis=0, base=base or "dim")
 
     # ---- model ----------------------------------------------------------------------
+    def _fold_output_identities(self):
+        """Name producing tensors after the graph outputs instead of keeping an Identity each.
+
+        Only where the produced tensor feeds exactly one output and is neither a graph input
+        nor an initializer (a tensor exported under two names keeps its Identity).
+        """
+        out_names = {o.name for o in self.outputs}
+        fixed = {i.name for i in self.inputs} | {t.name for t in self.initializers}
+        idents = [n for n in self.nodes if n.op_type == "Identity" and n.output[0] in out_names]
+        sources = [n.input[0] for n in idents]
+        ren = {}
+        for n in idents:
+            src = n.input[0]
+            if src not in fixed and src not in out_names and sources.count(src) == 1:
+                ren[src] = n.output[0]
+        if not ren:
+            return
+        nodes = []
+        for n in self.nodes:
+            if n.op_type == "Identity" and n.output[0] in out_names and n.input[0] in ren:
+                continue
+            for i, t in enumerate(n.input):
+                if t in ren:
+                    n.input[i] = ren[t]
+            for i, t in enumerate(n.output):
+                if t in ren:
+                    n.output[i] = ren[t]
+            nodes.append(n)
+        self.nodes = nodes
+
     def make_model(self, name: str = "edgernn", metadata: dict | None = None, doc: str = ""):
-        """Assemble, infer shapes and return the ``ModelProto``."""
+        """Assemble and return the ``ModelProto``."""
+        self._fold_output_identities()
         graph = helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.initializers)
         opsets = [helper.make_opsetid("", self.opset)]
         model = helper.make_model(graph, opset_imports=opsets, producer_name="edgernn",
