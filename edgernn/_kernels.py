@@ -665,6 +665,7 @@ def lstm_forward_bm(G, bias, R, hT, cT, lengths, train, Yt, Hs, Cs, Hc):
     rec = np.empty((G4, B), G.dtype)
     save_h = np.empty((H, B), G.dtype)
     save_c = np.empty((H, B), G.dtype)
+    hc_s = np.empty((1, B), G.dtype)
     for t in range(T):
         c0 = t * B
         if train:
@@ -697,19 +698,14 @@ def lstm_forward_bm(G, bias, R, hT, cT, lengths, train, Yt, Hs, Cs, Hc):
             go = G[H + j, c0: c0 + B]
             hj = hT[j]
             yj = Yt[t, j]
-            if train:
-                hcj = Hc[j, c0: c0 + B]
-                for b in range(B):
-                    v = fast_tanh(cj[b])
-                    hcj[b] = v
-                    hv = go[b] * v
-                    hj[b] = hv
-                    yj[b] = hv
-            else:
-                for b in range(B):
-                    hv = go[b] * fast_tanh(cj[b])
-                    hj[b] = hv
-                    yj[b] = hv
+            # the same loop with and without train, so both give bit-identical outputs
+            hcj = Hc[j, c0: c0 + B] if train else hc_s[0, 0:B]
+            for b in range(B):
+                v = fast_tanh(cj[b])
+                hcj[b] = v
+                hv = go[b] * v
+                hj[b] = hv
+                yj[b] = hv
         if masked:
             for b in range(B):
                 if t >= lengths[b]:

@@ -99,7 +99,8 @@ def fit_forecaster(values, cfg: ForecastConfig | None = None, verbose=1, callbac
     if cfg.log is None:
         cfg.log = bool(np.all(v > 0))
     if cfg.test_size < 1 or cfg.test_size >= len(v) - cfg.window - cfg.horizon:
-        raise ValueError(f"test_size {cfg.test_size} leaves no training windows for a series of {len(v)} points")
+        raise ValueError(f"series of {len(v)} points is too short for window {cfg.window} + horizon "
+                         f"{cfg.horizon} with test_size {cfg.test_size}: no training windows left")
     z = _transform(v, cfg)
     n_train = len(v) - cfg.test_size
     ztr = z[:n_train]
@@ -127,32 +128,36 @@ def fit_forecaster(values, cfg: ForecastConfig | None = None, verbose=1, callbac
                        test_index=targets, y_true=y_true, y_pred=y_pred, baseline_pred=base, history=history)
 
 
-def predict_at(model, values, targets):
-    """Forecast ``values[t]`` for each t in ``targets`` from the ``window`` values ending at t - horizon."""
-    fc = model.meta.get("forecast")
+def _config_of(model):
+    fc = getattr(model, "meta", {}).get("forecast")
     if fc is None:
         raise ValueError("model has no forecasting settings (it was not trained by edgernn train/demo)")
-    cfg = ForecastConfig(**{k: (tuple(v) if k == "units" else v) for k, v in fc.items()})
-    v = np.asarray(values, dtype=np.float64).ravel()
-    z = _transform(v, cfg)
-    targets = np.asarray(targets)
-    anchors = targets - cfg.horizon
-    if anchors.min() < cfg.window - 1 or targets.max() > len(v) - 1 + cfg.horizon:
-        raise ValueError("not enough history before the first target")
+    return ForecastConfig(**{k: (tuple(v) if k == "units" else v) for k, v in fc.items()})
+
+
+def _predict_from(model, cfg, z, anchors):
+    """Forecast z[a + horizon] for each anchor a from the ``window`` values ending at a."""
+    if anchors.min() < cfg.window - 1 or anchors.max() > len(z) - 1:
+        raise ValueError(f"need {cfg.window} values of history before each forecast")
     idx = anchors[:, None] - np.arange(cfg.window)[::-1][None, :]  # (M, window)
-    X = ((z[idx] - z[anchors][:, None]) / cfg.scale)[:, :, None].astype(np.float32)
-    d = model.predict(X)[:, 0].astype(np.float64) * cfg.scale
-    zp = z[anchors] + d
+    X = ((z[idx] - z[anchors][:, None]) / cfg.scale)[:, :, None].astype(np.float32)  # (M, window, 1)
+    zp = z[anchors] + model.predict(X)[:, 0].astype(np.float64) * cfg.scale
     return np.exp(zp) if cfg.log else zp
 
 
+def predict_at(model, values, targets):
+    """Forecast ``values[t]`` for each t in ``targets`` from the ``window`` values ending at t - horizon."""
+    cfg = _config_of(model)
+    z = _transform(values, cfg)
+    return _predict_from(model, cfg, z, np.asarray(targets) - cfg.horizon)
+
+
 def forecast_next(model, values):
-    """Forecast the value ``horizon`` steps after the end of ``values``."""
-    fc = model.meta["forecast"] if "forecast" in model.meta else None
-    if fc is None:
-        raise ValueError("model has no forecasting settings (it was not trained by edgernn train/demo)")
+    """Forecast the value ``horizon`` steps after the end of ``values`` (array (N,), N >= window)."""
+    cfg = _config_of(model)
     v = np.asarray(values, dtype=np.float64).ravel()
-    if len(v) < fc["window"]:
-        raise ValueError(f"need at least {fc['window']} values, got {len(v)}")
-    t = len(v) - 1 + fc["horizon"]
-    return float(predict_at(model, np.concatenate([v, np.zeros(fc["horizon"])]), np.array([t]))[0])
+    if len(v) < cfg.window:
+        raise ValueError(f"need at least {cfg.window} values, got {len(v)}")
+    if cfg.log and not np.all(v > 0):
+        raise ValueError("this model was trained on log values: all inputs must be > 0")
+    return float(_predict_from(model, cfg, _transform(v, cfg), np.array([len(v) - 1]))[0])

@@ -36,10 +36,10 @@ import warnings
 import numpy as np
 
 from . import callbacks as cbks
-from ._config import with_blas_limit
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
+from ._config import with_blas_limit
 from .layers import get as get_layer_class
 from .layers.core import Embedding, Input, Layer, _snake
 from .layers.recurrent import Bidirectional, RecurrentLayer

@@ -157,13 +157,15 @@ def _sigmoid32(x):
     return _HALF * _tanh32(_HALF * x) + _HALF
 
 
-# The helpers below are inlined (numba IR level): a slice passed to a function that is not
-# inlined costs a reference-count round trip (~15 ns), which would dominate small models.
-@jit(inline="always")
-def _act(code, x, y, alpha, beta):
-    """y[:] = act(x[:]) for an activation code, LINEAR or SOFTMAX; ``x`` and ``y`` must not be
-    the same memory (LLVM's run-time alias check would fall back to scalar code)."""
-    n = x.shape[0]
+# A slice passed to a function that is not inlined costs a reference-count round trip
+# (~15 ns), which would dominate small models: functions that are not inlined take whole
+# arrays and offsets; the small helpers are inlined (numba IR level).
+@jit
+def _act(code, X, xo, Y, yo, n, alpha, beta):
+    """Y[yo:yo+n] = act(X[xo:xo+n]) for an activation code, LINEAR or SOFTMAX. The two ranges
+    must not overlap (LLVM's run-time alias check would fall back to scalar code)."""
+    x = X[xo: xo + n]
+    y = Y[yo: yo + n]
     if code == A.FAST_SIGMOID:
         for k in range(n):
             y[k] = _sigmoid32(x[k])
@@ -236,7 +238,7 @@ def _rnn_op(meta, li, Wf, buf, B, rev):
                 a[j] += bv[j]
             if clip > 0.0:
                 _clip_inplace(a, clip)
-            _act(m[M_C0], a, h, Wf[fp], Wf[fp + 3])
+            _act(m[M_C0], buf, g + b * H, buf, xh + b * ld + I, H, Wf[fp], Wf[fp + 3])
         _emit(valid, h, buf[out + b * outs: out + b * outs + H], rseq)
 
 
@@ -283,7 +285,7 @@ def _gru_op(meta, li, Wf, buf, B, rev):
             a[j] += bv[j]
         if clip > 0.0:
             _clip_inplace(a[: 2 * H], clip)
-        _act(fc, a[: 2 * H], gb[: 2 * H], Wf[fp], Wf[fp + 3])
+        _act(fc, buf, g + b * G, buf, gt + b * G, 2 * H, Wf[fp], Wf[fp + 3])
         if not lbr:
             rhb = buf[rh + b * H: rh + b * H + H]
             for j in range(H):
@@ -305,7 +307,7 @@ def _gru_op(meta, li, Wf, buf, B, rev):
                     c[j] += bv[2 * H + j] + rb[j]
             if clip > 0.0:
                 _clip_inplace(c, clip)
-            _act(gc, c, gb[2 * H:], Wf[fp + 1], Wf[fp + 4])
+            _act(gc, buf, g + b * G + 2 * H, buf, gt + b * G + 2 * H, H, Wf[fp + 1], Wf[fp + 4])
             for j in range(H):
                 z = gb[j]
                 h[j] = (1.0 - z) * gb[2 * H + j] + z * h[j]
@@ -329,15 +331,18 @@ def _lstm_op(meta, li, Wf, buf, B, rev):
     fast = (fc == A.FAST_SIGMOID and gc == A.FAST_TANH and hc == A.FAST_TANH and not peep
             and not coupled and clip == 0.0)
     bv = Wf[m[M_BIAS]: m[M_BIAS] + G]
-    gt = buf[m[M_T]: m[M_T] + G]
+    gt = m[M_T]
+    gv = buf[gt: gt + G]
     if B > 1 or buf[vo] != 0.0:
         _mv(Wf, m[M_W], ld, ld, G, buf, xh, ld, B, buf, g, G, rev)
     for b in range(B):
         h = buf[xh + b * ld + I: xh + b * ld + ld]
         valid = buf[vo + b] != 0.0
         if valid:
-            a = buf[g + b * G: g + b * G + G]
-            c = buf[m[M_C] + b * H: m[M_C] + b * H + H]
+            ab = g + b * G
+            cb = m[M_C] + b * H
+            a = buf[ab: ab + G]
+            c = buf[cb: cb + H]
             if fast:
                 for j in range(H):
                     ig = _sigmoid32(a[j] + bv[j])
@@ -359,24 +364,24 @@ def _lstm_op(meta, li, Wf, buf, B, rev):
                         _clip_inplace(a[2 * H:], clip)
                 elif clip > 0.0:
                     _clip_inplace(a, clip)
-                _act(fc, a[:H], gt[:H], Wf[fp], Wf[fp + 3])  # i
+                _act(fc, buf, ab, buf, gt, H, Wf[fp], Wf[fp + 3])  # i
                 if coupled:
                     for j in range(H):
-                        gt[2 * H + j] = 1.0 - gt[j]
+                        gv[2 * H + j] = 1.0 - gv[j]
                 else:
-                    _act(fc, a[2 * H: 3 * H], gt[2 * H: 3 * H], Wf[fp], Wf[fp + 3])  # f
-                _act(gc, a[3 * H:], gt[3 * H:], Wf[fp + 1], Wf[fp + 4])  # c~
+                    _act(fc, buf, ab + 2 * H, buf, gt + 2 * H, H, Wf[fp], Wf[fp + 3])  # f
+                _act(gc, buf, ab + 3 * H, buf, gt + 3 * H, H, Wf[fp + 1], Wf[fp + 4])  # c~
                 for j in range(H):
-                    c[j] = gt[2 * H + j] * c[j] + gt[j] * gt[3 * H + j]
+                    c[j] = gv[2 * H + j] * c[j] + gv[j] * gv[3 * H + j]
                 if peep:  # the output gate's peephole sees the new cell state
                     for j in range(H):
                         a[H + j] += Wf[P + H + j] * c[j]
                     if clip > 0.0:
                         _clip_inplace(a[H: 2 * H], clip)
-                _act(fc, a[H: 2 * H], gt[H: 2 * H], Wf[fp], Wf[fp + 3])  # o
-                _act(hc, c, a[:H], Wf[fp + 2], Wf[fp + 5])  # h(C_t), into the spent i slot
+                _act(fc, buf, ab + H, buf, gt + H, H, Wf[fp], Wf[fp + 3])  # o
+                _act(hc, buf, cb, buf, ab, H, Wf[fp + 2], Wf[fp + 5])  # h(C_t), into the spent i slot
                 for j in range(H):
-                    h[j] = gt[H + j] * a[j]
+                    h[j] = gv[H + j] * a[j]
         _emit(valid, h, buf[out + b * outs: out + b * outs + H], rseq)
 
 
@@ -393,7 +398,7 @@ def _dense_op(meta, li, Wf, buf, B, rev):
             bv = Wf[bias: bias + U]
             for j in range(U):
                 z[j] += bv[j]
-        _act(m[M_C0], z, buf[out + b * outs: out + b * outs + U], Wf[fp], Wf[fp + 3])
+        _act(m[M_C0], buf, s + b * U, buf, out + b * outs, U, Wf[fp], Wf[fp + 3])
 
 
 @jit
@@ -402,9 +407,7 @@ def _act_op(meta, li, Wf, buf, B):
     n = m[M_I]
     fp = m[M_F]
     for b in range(B):
-        x = buf[m[M_IN] + b * m[M_INS]: m[M_IN] + b * m[M_INS] + n]
-        y = buf[m[M_OUT] + b * m[M_OUTS]: m[M_OUT] + b * m[M_OUTS] + n]
-        _act(m[M_C0], x, y, Wf[fp], Wf[fp + 3])
+        _act(m[M_C0], buf, m[M_IN] + b * m[M_INS], buf, m[M_OUT] + b * m[M_OUTS], n, Wf[fp], Wf[fp + 3])
 
 
 @jit
