@@ -3,34 +3,49 @@
 ``model.stream(batch_size=1)`` (or :func:`stream`) compiles a model into a :class:`Stream`:
 all weights packed into one flat array, all states and scratch buffers into another, and a
 table of integer layer codes and offsets. One step of the whole model is then ONE jitted
-call (:func:`_model_step`) that loops over the layers, so the Python cost per step is a
-couple of attribute look-ups and a numba dispatch.
+call (``_model_step``) that loops over the layers::
+
+    st = model.stream(batch_size=1)
+    for x in sensor:                 # x: (features,) float32
+        y = st.step(x)               # (outputs,): a view, overwritten by the next step
+    st.reset()                       # start a new sequence
+    saved = st.state                 # copies: [[h, c], [h], ...] per recurrent layer
+    st.state = saved
 
 Semantics
 ---------
 - Every step emits the output the model would give for the sequence seen so far. With the
   last recurrent layer at ``return_sequences=True``, step ``t`` returns ``predict(x)[:, t]``;
-  with ``return_sequences=False`` it returns ``predict(x[:, :t + 1])``.
-- The stream carries its own state, starting at zero (the ``stateful`` flag and carried
-  state of the layers are not used or changed); ``reset()`` zeroes it and ``state`` gets
-  or sets it.
-- ``Dropout`` is the identity (inference). ``Masking`` and ``Embedding(mask_zero=True)``:
-  a step whose features all equal ``mask_value`` (or whose token id is 0) is padding. The
-  recurrent state is held, a recurrent layer with ``return_sequences=True`` outputs zeros and
-  one with ``return_sequences=False`` outputs its held state, which is exactly what
-  ``predict`` gives for trailing padding. A padding step followed by valid steps is skipped
-  (Keras semantics); ``predict`` supports trailing padding only and would instead run such an
-  interior step as ordinary input.
+  with ``return_sequences=False`` it returns ``predict(x[:, :t + 1])`` (equal to float32
+  rounding: the gate nonlinearities are the same rational tanh as ``predict``'s).
+- The stream carries its own state, starting at zero; the ``stateful`` flag and the carried
+  state of the layers are neither used nor changed. The weights are copied when the stream
+  is created: make a new stream after training further.
+- ``Dropout`` is the identity (inference). A last layer with ``return_state=True`` streams
+  its output only.
+- ``Masking`` and ``Embedding(mask_zero=True)``: a step whose features all equal
+  ``mask_value`` (or whose token id is 0) is padding. The recurrent state is held, a
+  recurrent layer with ``return_sequences=True`` outputs zeros and one with
+  ``return_sequences=False`` outputs its held state: exactly what ``predict`` gives for
+  trailing padding. A padding step followed by valid steps is skipped (Keras semantics);
+  ``predict`` supports trailing padding only and would run such an interior step as input.
 - Layers that need the future (``Bidirectional``, ``go_backwards=True``, direction
   ``"reverse"``) cannot stream: creating the stream raises ``ValueError`` naming the layer.
 
 Performance notes
 -----------------
-The input and recurrent projections are fused: each recurrent layer keeps ``[x_t, h]``
-contiguous in one buffer (its hidden state lives in that buffer) and its weights as one
-row-major ``[W | R]`` matrix, so ``x W^T + h R^T`` is one pass of four-rows-at-a-time dot
-products. The output of each layer is written straight into the input part of the next
-layer's buffer.
+- Input and recurrent projections are fused: each recurrent layer keeps ``[x_t, h]``
+  contiguous in one buffer (its hidden state lives there) and its weights as one row-major
+  ``[W | R]`` matrix, so ``x W^T + h R^T`` is one pass of eight-rows-at-a-time dot products,
+  walking the rows forwards and backwards on alternate steps (the rows used last are still
+  in L1 when the next step starts). Each layer writes its output straight into the input
+  part of the next layer's buffer.
+- The default float32 cells (sigmoid/tanh, no clip, no peepholes, GRU ``reset_after``) run
+  one fused, vectorised loop over the units with the rational tanh in float32 arithmetic.
+- Jitted functions that are not inlined take whole arrays plus offsets, never slices: a
+  slice crossing a call costs a reference-count round trip (~15 ns each).
+- ``step`` is a closure bound per stream: a type check, the jitted call and a tuple look-up.
+  The kernel validates the shape and leaves the state untouched on error.
 """
 
 from __future__ import annotations
@@ -567,14 +582,14 @@ def _check_streamable(layer):
 
 
 def _pack(layers, batch_size, dtype):
-    """Plan ops and pack weights/buffers; returns (Wf, buf size, meta, info)."""
+    """Plan the ops, pack the weights and lay out the buffer: returns (Wf, meta, info)."""
     from .layers.core import Activation, Dense, Dropout, Embedding, Masking
     from .layers.recurrent import RecurrentLayer
 
     pk = _Packer(dtype)
     B = int(batch_size)
     ops = []  # dicts with meta columns
-    rec = []  # (op index, layer, H, h offset, row stride, c offset or None)
+    rec = []  # recurrent ops: (op index, layer, units, cell)
     ids_mode = False
     first_shape = layers[0].input_shape
     feat = None  # features flowing into the next op
@@ -596,7 +611,7 @@ def _pack(layers, batch_size, dtype):
             if len(first_shape) < 1 or first_shape[-1] is None:
                 raise ValueError(f"stream: unknown input feature count (input shape {first_shape})")
             feat = int(first_shape[-1])
-        fp = pk.add_w(np.zeros(NFP))
+        fpar = np.zeros(NFP)  # alpha0..2, beta0..2, clip, mask_value
         if isinstance(layer, RecurrentLayer):
             cell = layer.cell
             H = layer.units
@@ -606,16 +621,14 @@ def _pack(layers, batch_size, dtype):
             I = Wm.shape[1]
             if I != feat:
                 raise ValueError(f"stream: {label} expects {I} input features, gets {feat}")
-            Wb, Rb = np.asarray(w["Wb"][0], np.float64), np.asarray(w["Rb"][0], np.float64)
+            Wb, Rb = np.asarray(w["Wb"][0], dtype), np.asarray(w["Rb"][0], dtype)
             codes, al, be = A.resolve(layer.onnx_activations, _DEFAULT_ACTS[cell], 1, dtype,
                                       layer.activation_alpha, layer.activation_beta)
-            fvals = np.zeros(NFP)
             k = codes.shape[1]
-            fvals[:k] = al[0]
-            fvals[3:3 + k] = be[0]
-            fvals[6] = 0.0 if layer.clip is None else float(layer.clip)
-            pk.w[-1][:] = fvals
-            m = dict(type=_OPS[cell], I=I, O=H, F=fp)
+            fpar[:k] = al[0]
+            fpar[3:3 + k] = be[0]
+            fpar[6] = 0.0 if layer.clip is None else float(layer.clip)
+            m = dict(type=_OPS[cell], I=I, O=H, F=pk.add_w(fpar))
             m["W"] = pk.add_w(np.concatenate([Wm, R], axis=1))  # (GH, I + H)
             bias = Wb + Rb
             flags = F_RSEQ if layer.return_sequences else 0
@@ -655,8 +668,8 @@ def _pack(layers, batch_size, dtype):
             if code is None:
                 raise ValueError(f"stream: {label} has activation {layer.activation!r}, which the "
                                  "streaming engine does not implement")
-            pk.w[-1][0], pk.w[-1][3] = a, b
-            m = dict(type=OP_DENSE, I=feat, O=K.shape[1], F=fp, C0=code, W=pk.add_w(K.T),
+            fpar[0], fpar[3] = a, b
+            m = dict(type=OP_DENSE, I=feat, O=K.shape[1], F=pk.add_w(fpar), C0=code, W=pk.add_w(K.T),
                      S=pk.add_buf(B * K.shape[1]),
                      BIAS=pk.add_w(layer.params["bias"]) if "bias" in layer.params else -1)
             ops.append(m)
@@ -668,11 +681,11 @@ def _pack(layers, batch_size, dtype):
                                  "streaming engine does not implement")
             if code == LINEAR:
                 continue
-            pk.w[-1][0], pk.w[-1][3] = a, b
-            ops.append(dict(type=OP_ACT, I=feat, O=feat, F=fp, C0=code))
+            fpar[0], fpar[3] = a, b
+            ops.append(dict(type=OP_ACT, I=feat, O=feat, F=pk.add_w(fpar), C0=code))
         elif isinstance(layer, Masking):
-            pk.w[-1][7] = layer.mask_value
-            ops.append(dict(type=OP_MASK, I=feat, O=feat, F=fp))
+            fpar[7] = layer.mask_value
+            ops.append(dict(type=OP_MASK, I=feat, O=feat, F=pk.add_w(fpar)))
         else:
             raise ValueError(f"stream: layer {label} ({type(layer).__name__}) cannot be streamed; "
                              "supported: SimpleRNN, GRU, LSTM, Dense, Activation, Embedding, Masking, "
@@ -747,7 +760,8 @@ class Stream:
         for la in layers:
             if hasattr(la, "layer") or getattr(la, "cell", None) is not None:
                 _check_streamable(la)
-        dtype = np.dtype(getattr(model, "dtype", None) or layers[0].dtype)
+        dtype = getattr(model, "dtype", None)
+        dtype = np.dtype(layers[0].dtype if dtype is None else dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"stream: the model's dtype must be float32 or float64, got {dtype}")
         self.dtype = dtype
@@ -770,13 +784,13 @@ class Stream:
 
     def _make_step(self):
         kernel, W, buf, meta, outs, xdt = self._kernel, self._W, self._buf, self._meta, self._outs, self._xdt
-        slow, fail, ndarray = self._step_slow, self._fail, np.ndarray
+        slow, ndarray = self._step_slow, np.ndarray
 
         def step(x, copy=False):
-            if x.__class__ is not ndarray or x.dtype is not xdt:
+            # the kernel checks the shape and changes nothing when it returns an error code;
+            # the slow path then converts the input or raises a clear error
+            if x.__class__ is not ndarray or x.dtype is not xdt or kernel(x, W, buf, meta):
                 return slow(x, copy)
-            if kernel(x, W, buf, meta):
-                fail(x)
             if copy:
                 return outs[x.ndim].copy()
             return outs[x.ndim]
@@ -883,9 +897,21 @@ class Stream:
         return self.step(x, copy)
 
     # ---- state ---------------------------------------------------------------------------
-    def reset(self):
-        """Zero the state of every recurrent layer (start a new sequence)."""
-        self._buf[:] = 0.0
+    def reset(self, rows=None):
+        """Zero the recurrent state: start new sequences.
+
+        Parameters
+        ----------
+        rows : int, slice or array of int, optional
+            Batch rows to reset (the others keep their state); default all.
+        """
+        if rows is None:
+            self._buf[:] = 0.0
+            return
+        idx = np.arange(self.batch_size)[rows]  # validates the index
+        for s in self._states:
+            for view in self._state_views(s):
+                view[idx] = 0.0
 
     @property
     def state(self):

@@ -111,7 +111,8 @@ def test_batch_and_noncontiguous_steps():
 
 
 def test_float64_model():
-    model = make([GRU(5, return_sequences=True), Dense(2)], dtype="float64")
+    model = make([LSTM(6, return_sequences=True), GRU(5, return_sequences=True), SimpleRNN(4, return_sequences=True),
+                  Dense(2)], dtype="float64")
     X = seq(T=5, dtype=np.float64)
     st = open_stream(model)
     assert st.dtype == np.float64
@@ -204,6 +205,23 @@ def test_reset_and_state_round_trip():
     st.reset()
     fresh = open_stream(model, 2)
     np.testing.assert_array_equal(run_steps(st, X), run_steps(fresh, X))
+
+
+def test_reset_some_rows():
+    model = make([LSTM(5, return_sequences=True), Dense(2)])
+    X = seq(B=3, T=6)
+    st = open_stream(model, 3)
+    run_steps(st, X[:, :3])
+    before = st.state
+    st.reset(rows=[1])
+    after = st.state
+    assert not np.any(after[0][0][1]) and not np.any(after[0][1][1])
+    np.testing.assert_array_equal(after[0][0][[0, 2]], before[0][0][[0, 2]])
+    rest = run_steps(st, X[:, 3:])
+    np.testing.assert_allclose(rest[1], model.predict(X[1:2, 3:])[0], rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(rest[0], model.predict(X[:1])[0, 3:], rtol=RTOL, atol=ATOL)
+    with pytest.raises(IndexError):
+        st.reset(rows=5)
 
 
 def test_state_validation():
