@@ -7,11 +7,15 @@ import sys
 import numpy as np
 import pytest
 
+import edgernn
 from edgernn.cli import main
 
 
 def _run(args, cwd, env_extra=None):
     env = dict(os.environ, MPLBACKEND="Agg")
+    # the subprocess must import this checkout's edgernn whatever its working directory
+    root = os.path.dirname(os.path.dirname(os.path.abspath(edgernn.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "edgernn.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600)
