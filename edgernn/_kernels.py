@@ -642,266 +642,241 @@ def lstm_backward(RT, P, lengths, codes, alphas, betas, clip, input_forget, peep
 # Batch-minor kernels: batches of more than one sequence, default float32 cells
 # (LSTM: fast sigmoid/tanh, no clip/peepholes/input_forget; GRU: the same with lbr=1).
 #
-# Layout: features x batch. The state is hT (H, B); the recurrent product is R (G*H, H) @ hT,
-# which OpenBLAS computes 1.2-1.8x faster than h (B, H) @ R.T at B=32 (measured), and the
-# element-wise work runs along the batch (contiguous), vectorised.
-# - G (G*H, T*B): input projection W @ X^T, column t*B + b; overwritten in place with the
-#   gate outputs (it is the ``Gt`` of the batch-major kernels).
-# - Yt (T, H, B) output; Hs, Cs (H, (T+1)*B): states before each step, then the final one;
-#   Hc (H, T*B): h(C_t); RH (H, T*B): H Rh^T + Rbh (GRU).
+# Layout: features x batch, one contiguous block per step. The state is hT (H, B); the
+# recurrent product is R (G*H, H) @ hT, which OpenBLAS computes 1.2-1.8x faster than
+# h (B, H) @ R.T at B=32 (measured), and every element-wise loop runs flat over a whole
+# (rows, B) block: long, contiguous, vectorised loops.
+# - G (T, G*H, B): input projection W @ X_t^T; overwritten in place with the gate outputs
+#   (it is the ``Gt`` of the batch-major kernels).
+# - bias_b (G*H*B,): the bias repeated along the batch, so that flat loops can add it.
+# - Yt (T, H, B) output; Hs, Cs (T+1, H, B): states before each step, then the final one;
+#   Hc (T, H, B): h(C_t); RH (T, H, B): H Rh^T + Rbh (GRU).
 # - Padded steps: the columns of sequences that have ended are computed, then put back
 #   (state held, output zero; in BPTT: gate gradients zero, dh/dc passed through).
-# - Backward: dA (G*H, T*B) gate gradients (dRec for GRU), the layout that makes
-#   dW = dA @ X, dR = dA @ Hs^T single matrix products.
+# - Backward: dA (T, G*H, B) gate gradients (and dRec for GRU).
 # ----------------------------------------------------------------------------------------
 @jit
-def lstm_forward_bm(G, bias, R, hT, cT, lengths, train, Yt, Hs, Cs, Hc):
+def _restore_cols(t, lengths, dst, src):
+    """dst[:, b] = src[:, b] for the sequences that have ended at step t."""
+    for b in range(lengths.shape[0]):
+        if t >= lengths[b]:
+            for j in range(dst.shape[0]):
+                dst[j, b] = src[j, b]
+
+
+@jit
+def _zero_cols(t, lengths, dst):
+    for b in range(lengths.shape[0]):
+        if t >= lengths[b]:
+            for j in range(dst.shape[0]):
+                dst[j, b] = ZERO
+
+
+@jit
+def lstm_forward_bm(G, bias_b, R, hT, cT, lengths, train, Yt, Hs, Cs, Hc):
     """hT, cT (H, B) enter as the initial state and leave as the final one."""
-    G4, TB = G.shape
+    T, G4, B = G.shape
     H = G4 // 4
-    B = hT.shape[1]
-    T = TB // B
+    HB = H * B
     tmin = lengths.min()
     rec = np.empty((G4, B), G.dtype)
+    r = rec.reshape(G4 * B)
     save_h = np.empty((H, B), G.dtype)
     save_c = np.empty((H, B), G.dtype)
-    hc_s = np.empty((1, B), G.dtype)
+    hc_s = np.empty((1, HB), G.dtype)
+    h = hT.reshape(HB)
+    c = cT.reshape(HB)
+    b3 = bias_b[3 * HB:]
+    r3 = r[3 * HB:]
     for t in range(T):
-        c0 = t * B
         if train:
-            Hs[:, c0: c0 + B] = hT
-            Cs[:, c0: c0 + B] = cT
+            Hs[t] = hT
+            Cs[t] = cT
         np.dot(R, hT, rec)  # (4H, B)
         masked = t >= tmin
         if masked:
             save_h[:] = hT
             save_c[:] = cT
-        for n in range(3 * H):
-            r = rec[n]
-            g = G[n, c0: c0 + B]
-            bn = bias[n]
-            for b in range(B):
-                g[b] = fast_sigmoid(g[b] + r[b] + bn)
-        for n in range(3 * H, 4 * H):
-            r = rec[n]
-            g = G[n, c0: c0 + B]
-            bn = bias[n]
-            for b in range(B):
-                g[b] = fast_tanh(g[b] + r[b] + bn)
-        for j in range(H):
-            gi = G[j, c0: c0 + B]
-            gf = G[2 * H + j, c0: c0 + B]
-            gc = G[3 * H + j, c0: c0 + B]
-            cj = cT[j]
-            for b in range(B):
-                cj[b] = gf[b] * cj[b] + gi[b] * gc[b]
-            go = G[H + j, c0: c0 + B]
-            hj = hT[j]
-            yj = Yt[t, j]
-            # the same loop with and without train, so both give bit-identical outputs
-            hcj = Hc[j, c0: c0 + B] if train else hc_s[0, 0:B]
-            for b in range(B):
-                v = fast_tanh(cj[b])
-                hcj[b] = v
-                hv = go[b] * v
-                hj[b] = hv
-                yj[b] = hv
+        g = G[t].reshape(G4 * B)
+        for m in range(3 * HB):
+            g[m] = fast_sigmoid(g[m] + r[m] + bias_b[m])
+        gi = g[:HB]
+        go = g[HB: 2 * HB]
+        gf = g[2 * HB: 3 * HB]
+        gc = g[3 * HB:]
+        for m in range(HB):
+            gc[m] = fast_tanh(gc[m] + r3[m] + b3[m])
+        for m in range(HB):
+            c[m] = gf[m] * c[m] + gi[m] * gc[m]
+        # the same loop with and without train, so both give bit-identical outputs
+        hcv = Hc[t].reshape(HB) if train else hc_s[0]
+        y = Yt[t].reshape(HB)
+        for m in range(HB):
+            v = fast_tanh(c[m])
+            hcv[m] = v
+            hv = go[m] * v
+            h[m] = hv
+            y[m] = hv
         if masked:
-            for b in range(B):
-                if t >= lengths[b]:
-                    for j in range(H):
-                        hT[j, b] = save_h[j, b]
-                        cT[j, b] = save_c[j, b]
-                        Yt[t, j, b] = ZERO
+            _restore_cols(t, lengths, hT, save_h)
+            _restore_cols(t, lengths, cT, save_c)
+            _zero_cols(t, lengths, Yt[t])
     if train:
-        Hs[:, T * B:] = hT
-        Cs[:, T * B:] = cT
+        Hs[T] = hT
+        Cs[T] = cT
 
 
 @jit
 def lstm_backward_bm(RT, lengths, dYt, dhT, dcT, G, Cs, Hc, dA):
     """BPTT of ``lstm_forward_bm`` (G holds the gate outputs). dhT, dcT (H, B) enter as
-    dL/dH_T, dL/dC_T and leave as dL/dH_0, dL/dC_0; fills every column of dA (4H, T*B)."""
+    dL/dH_T, dL/dC_T and leave as dL/dH_0, dL/dC_0; fills all of dA (T, 4H, B)."""
     T, H, B = dYt.shape
+    HB = H * B
     tmin = lengths.min()
-    da = np.empty((4 * H, B), dYt.dtype)
-    g = np.empty((H, B), dYt.dtype)
+    g = np.empty(HB, dYt.dtype)
     save_h = np.empty((H, B), dYt.dtype)
     save_c = np.empty((H, B), dYt.dtype)
+    dh = dhT.reshape(HB)
+    dc = dcT.reshape(HB)
     for t in range(T - 1, -1, -1):
-        c0 = t * B
         masked = t >= tmin
         if masked:
             save_h[:] = dhT
             save_c[:] = dcT
-        for j in range(H):
-            gj = g[j]
-            dhj = dhT[j]
-            dyj = dYt[t, j]
-            for b in range(B):
-                gj[b] = dhj[b] + dyj[b]
-        for j in range(H):
-            gj = g[j]
-            go = G[H + j, c0: c0 + B]
-            hcj = Hc[j, c0: c0 + B]
-            dcj = dcT[j]
-            dai = da[j]  # dL/dC_t parked here first
-            dao = da[H + j]
-            for b in range(B):
-                o = go[b]
-                v = hcj[b]
-                dao[b] = gj[b] * v * o * (ONE - o)
-                dai[b] = dcj[b] + gj[b] * o * (ONE - v * v)
-            gi = G[j, c0: c0 + B]
-            gf = G[2 * H + j, c0: c0 + B]
-            gc = G[3 * H + j, c0: c0 + B]
-            cp = Cs[j, c0: c0 + B]
-            daf = da[2 * H + j]
-            dac = da[3 * H + j]
-            for b in range(B):
-                dcn = dai[b]
-                i = gi[b]
-                f = gf[b]
-                cc = gc[b]
-                dai[b] = dcn * cc * i * (ONE - i)
-                daf[b] = dcn * cp[b] * f * (ONE - f)
-                dac[b] = dcn * i * (ONE - cc * cc)
-                dcj[b] = dcn * f
+        dy = dYt[t].reshape(HB)
+        for m in range(HB):
+            g[m] = dh[m] + dy[m]
+        gt = G[t].reshape(4 * HB)
+        gi = gt[:HB]
+        go = gt[HB: 2 * HB]
+        gf = gt[2 * HB: 3 * HB]
+        gc = gt[3 * HB:]
+        hc = Hc[t].reshape(HB)
+        cp = Cs[t].reshape(HB)
+        da = dA[t].reshape(4 * HB)
+        dai = da[:HB]  # dL/dC_t parked here first
+        dao = da[HB: 2 * HB]
+        daf = da[2 * HB: 3 * HB]
+        dac = da[3 * HB:]
+        for m in range(HB):
+            o = go[m]
+            v = hc[m]
+            dao[m] = g[m] * v * o * (ONE - o)
+            dai[m] = dc[m] + g[m] * o * (ONE - v * v)
+        for m in range(HB):
+            dcn = dai[m]
+            i = gi[m]
+            f = gf[m]
+            cc = gc[m]
+            dai[m] = dcn * cc * i * (ONE - i)
+            daf[m] = dcn * cp[m] * f * (ONE - f)
+            dac[m] = dcn * i * (ONE - cc * cc)
+            dc[m] = dcn * f
         if masked:
-            for b in range(B):
-                if t >= lengths[b]:
-                    for n in range(4 * H):
-                        da[n, b] = ZERO
-        np.dot(RT, da, dhT)  # (H, 4H) @ (4H, B)
+            _zero_cols(t, lengths, dA[t])
+        np.dot(RT, dA[t], dhT)  # (H, 4H) @ (4H, B)
         if masked:
-            for b in range(B):
-                if t >= lengths[b]:
-                    for j in range(H):
-                        dhT[j, b] = save_h[j, b]
-                        dcT[j, b] = save_c[j, b]
-        dA[:, c0: c0 + B] = da
+            _restore_cols(t, lengths, dhT, save_h)
+            _restore_cols(t, lengths, dcT, save_c)
 
 
 @jit
-def gru_forward_bm(G, bias, R, Rbh, hT, lengths, train, Yt, Hs, RH):
-    """lbr=1. bias: Wb + Rb for z, r; Wbh for h. hT (H, B) enters as the initial state and
-    leaves as the final one."""
-    G3, TB = G.shape
+def gru_forward_bm(G, bias_b, R, rbh_b, hT, lengths, train, Yt, Hs, RH):
+    """lbr=1. bias_b: (Wb + Rb for z, r; Wbh for h) repeated along the batch; rbh_b: Rbh
+    repeated along the batch. hT (H, B) enters as the initial state and leaves as the final one."""
+    T, G3, B = G.shape
     H = G3 // 3
-    B = hT.shape[1]
-    T = TB // B
+    HB = H * B
     tmin = lengths.min()
     rec = np.empty((G3, B), G.dtype)
+    r = rec.reshape(G3 * B)
     save_h = np.empty((H, B), G.dtype)
+    rh_s = np.empty((1, HB), G.dtype)
+    h = hT.reshape(HB)
+    r2 = r[2 * HB:]
+    b2 = bias_b[2 * HB:]
     for t in range(T):
-        c0 = t * B
         if train:
-            Hs[:, c0: c0 + B] = hT
+            Hs[t] = hT
         np.dot(R, hT, rec)  # (3H, B)
         masked = t >= tmin
         if masked:
             save_h[:] = hT
-        for n in range(2 * H):
-            r = rec[n]
-            g = G[n, c0: c0 + B]
-            bn = bias[n]
-            for b in range(B):
-                g[b] = fast_sigmoid(g[b] + r[b] + bn)
-        for j in range(H):
-            rh = rec[2 * H + j]
-            rbh = Rbh[j]
-            if train:
-                rhj = RH[j, c0: c0 + B]
-                for b in range(B):
-                    rhj[b] = rh[b] + rbh
-            for b in range(B):
-                rh[b] += rbh
-            gr = G[H + j, c0: c0 + B]
-            gh = G[2 * H + j, c0: c0 + B]
-            bh = bias[2 * H + j]
-            for b in range(B):
-                gh[b] = fast_tanh(gh[b] + bh + gr[b] * rh[b])
-            gz = G[j, c0: c0 + B]
-            hj = hT[j]
-            yj = Yt[t, j]
-            for b in range(B):
-                z = gz[b]
-                hv = (ONE - z) * gh[b] + z * hj[b]
-                hj[b] = hv
-                yj[b] = hv
+        g = G[t].reshape(G3 * B)
+        for m in range(2 * HB):
+            g[m] = fast_sigmoid(g[m] + r[m] + bias_b[m])
+        gz = g[:HB]
+        gr = g[HB: 2 * HB]
+        gh = g[2 * HB:]
+        rr = RH[t].reshape(HB) if train else rh_s[0]
+        for m in range(HB):
+            rr[m] = r2[m] + rbh_b[m]
+        for m in range(HB):
+            gh[m] = fast_tanh(gh[m] + b2[m] + gr[m] * rr[m])
+        y = Yt[t].reshape(HB)
+        for m in range(HB):
+            z = gz[m]
+            hv = (ONE - z) * gh[m] + z * h[m]
+            h[m] = hv
+            y[m] = hv
         if masked:
-            for b in range(B):
-                if t >= lengths[b]:
-                    for j in range(H):
-                        hT[j, b] = save_h[j, b]
-                        Yt[t, j, b] = ZERO
+            _restore_cols(t, lengths, hT, save_h)
+            _zero_cols(t, lengths, Yt[t])
     if train:
-        Hs[:, T * B:] = hT
+        Hs[T] = hT
 
 
 @jit
 def gru_backward_bm(RT, lengths, dYt, dhT, G, Hs, RH, dA, dRec):
     """BPTT of ``gru_forward_bm``. dhT (H, B) enters as dL/dH_T and leaves as dL/dH_0; fills
-    every column of dA and dRec (3H, T*B)."""
+    all of dA and dRec (T, 3H, B)."""
     T, H, B = dYt.shape
+    HB = H * B
     tmin = lengths.min()
-    da = np.empty((3 * H, B), dYt.dtype)
-    drec = np.empty((3 * H, B), dYt.dtype)
-    g = np.empty((H, B), dYt.dtype)
+    g = np.empty(HB, dYt.dtype)
     back = np.empty((H, B), dYt.dtype)
+    bk = back.reshape(HB)
     save_h = np.empty((H, B), dYt.dtype)
+    dh = dhT.reshape(HB)
     for t in range(T - 1, -1, -1):
-        c0 = t * B
         masked = t >= tmin
         if masked:
             save_h[:] = dhT
-        for j in range(H):
-            gj = g[j]
-            dhj = dhT[j]
-            dyj = dYt[t, j]
-            for b in range(B):
-                gj[b] = dhj[b] + dyj[b]
-        for j in range(H):
-            gj = g[j]
-            gz = G[j, c0: c0 + B]
-            gr = G[H + j, c0: c0 + B]
-            gh = G[2 * H + j, c0: c0 + B]
-            hp = Hs[j, c0: c0 + B]
-            rr = RH[j, c0: c0 + B]
-            daz = da[j]
-            dar = da[H + j]
-            dah = da[2 * H + j]
-            for b in range(B):
-                z = gz[b]
-                r = gr[b]
-                hh = gh[b]
-                d = gj[b] * (ONE - z) * (ONE - hh * hh)
-                dah[b] = d
-                daz[b] = gj[b] * (hp[b] - hh) * z * (ONE - z)
-                dar[b] = d * rr[b] * r * (ONE - r)
-            rz = drec[j]
-            rr_ = drec[H + j]
-            rh = drec[2 * H + j]
-            for b in range(B):
-                rz[b] = daz[b]
-                rr_[b] = dar[b]
-                rh[b] = dah[b] * gr[b]
-            dhj = dhT[j]
-            for b in range(B):
-                dhj[b] = gj[b] * gz[b]  # the direct path
+        dy = dYt[t].reshape(HB)
+        for m in range(HB):
+            g[m] = dh[m] + dy[m]
+        gt = G[t].reshape(3 * HB)
+        gz = gt[:HB]
+        gr = gt[HB: 2 * HB]
+        gh = gt[2 * HB:]
+        hp = Hs[t].reshape(HB)
+        rr = RH[t].reshape(HB)
+        da = dA[t].reshape(3 * HB)
+        daz = da[:HB]
+        dar = da[HB: 2 * HB]
+        dah = da[2 * HB:]
+        for m in range(HB):
+            z = gz[m]
+            hh = gh[m]
+            dah[m] = g[m] * (ONE - z) * (ONE - hh * hh)
+        for m in range(HB):
+            z = gz[m]
+            daz[m] = g[m] * (hp[m] - gh[m]) * z * (ONE - z)
+        for m in range(HB):
+            r = gr[m]
+            dar[m] = dah[m] * rr[m] * r * (ONE - r)
+        for m in range(HB):
+            dh[m] = g[m] * gz[m]  # the direct path
         if masked:
-            for b in range(B):
-                if t >= lengths[b]:
-                    for n in range(3 * H):
-                        da[n, b] = ZERO
-                        drec[n, b] = ZERO
-                    for j in range(H):
-                        dhT[j, b] = save_h[j, b]
-        np.dot(RT, drec, back)  # (H, 3H) @ (3H, B)
-        for j in range(H):
-            dhj = dhT[j]
-            bj = back[j]
-            for b in range(B):
-                dhj[b] += bj[b]
-        dA[:, c0: c0 + B] = da
-        dRec[:, c0: c0 + B] = drec
+            _zero_cols(t, lengths, dA[t])
+        drec = dRec[t].reshape(3 * HB)
+        for m in range(2 * HB):
+            drec[m] = da[m]
+        drh = drec[2 * HB:]
+        for m in range(HB):
+            drh[m] = dah[m] * gr[m]
+        np.dot(RT, dRec[t], back)  # (H, 3H) @ (3H, B)
+        for m in range(HB):
+            dh[m] += bk[m]
+        if masked:
+            _restore_cols(t, lengths, dhT, save_h)

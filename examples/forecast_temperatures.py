@@ -105,6 +105,8 @@ def main():
     ax2.set_xticklabels([dates[i][:7] for i in month_starts], fontsize=8, rotation=30)
     ax2.set_ylabel("min temperature (C)")
     ax2.set_title(f"test year {dates[t[0]][:4]}: forecasts against truth")
+    lo, hi = min(y_true.min(), seasonal.min()), max(y_true.max(), seasonal.max())
+    ax2.set_ylim(lo - 1, hi + 0.25 * (hi - lo))  # room for the legend
     ax2.legend(fontsize=8, loc="upper center", ncol=3)
     fig.tight_layout()
     png = os.path.join(args.out, "forecast_temperatures.png")
