@@ -191,7 +191,7 @@ def cmd_train(args):
     if any(u < 1 for u in units) or args.window < 1 or args.horizon < 1 or args.epochs < 1:
         raise CLIError("--units, --window, --horizon and --epochs must be positive")
     cfg = ForecastConfig(window=args.window, horizon=args.horizon, test_size=args.test_size, cell=args.cell,
-                         units=units, epochs=args.epochs, seed=args.seed)
+                         units=units, epochs=args.epochs, seed=args.seed, season=args.season)
     try:
         model, rep = fit_forecaster(values, cfg, verbose=0 if args.quiet else 1)
     except ValueError as exc:
@@ -274,6 +274,7 @@ def build_parser():
     t.add_argument("--window", type=int, default=24)
     t.add_argument("--horizon", type=int, default=1)
     t.add_argument("--test-size", type=int, default=24)
+    t.add_argument("--season", type=int, default=12, help="period of the seasonal-naive baseline (1 = naive)")
     t.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
     t.add_argument("--units", default="50,100", help="units per recurrent layer, e.g. 64 or 50,100")
     t.add_argument("--epochs", type=int, default=60)

@@ -35,6 +35,7 @@ class ForecastConfig:
     optimizer: str = "adam"
     seed: int = 0
     log: bool | None = None  # log-transform; None = automatic (all values > 0)
+    season: int = 12  # seasonal-naive baseline period (12 for monthly data, 365 for daily); 1 = naive
     scale: float = field(default=1.0)  # fitted on the training part
 
 
@@ -91,7 +92,7 @@ def fit_forecaster(values, cfg: ForecastConfig | None = None, verbose=1, callbac
     model : Sequential
         With ``model.meta["forecast"]`` holding the preprocessing settings.
     report : dict
-        ``rmse``, ``baseline_rmse`` (seasonal naive when the series is long enough, else naive),
+        ``rmse``, ``baseline_rmse`` (seasonal naive with period ``cfg.season``; naive when it is 1),
         ``baseline``, ``test_index``, ``y_true``, ``y_pred``, ``history``.
     """
     cfg = cfg or ForecastConfig()
@@ -119,12 +120,15 @@ def fit_forecaster(values, cfg: ForecastConfig | None = None, verbose=1, callbac
     targets = np.arange(n_train, len(v))
     y_pred = predict_at(model, v, targets)
     y_true = v[targets]
-    season = 12 if len(v) > 36 else 1
-    base = v[targets - max(season, cfg.horizon)] if season >= cfg.horizon else v[targets - cfg.horizon]
+    season = max(int(cfg.season), 1)
+    if season > n_train:
+        season = 1
+    base = v[targets - max(season, cfg.horizon)]  # the baseline cannot see past t - horizon either
     rmse = float(np.sqrt(np.mean((y_pred - y_true) ** 2)))
     brmse = float(np.sqrt(np.mean((base - y_true) ** 2)))
     return model, dict(rmse=rmse, baseline_rmse=brmse,
-                       baseline="seasonal naive (same month last year)" if season == 12 else "naive (last value)",
+                       baseline=(f"seasonal naive (value {season} steps earlier)" if season > 1 else "naive (last value)")
+                       if season != 12 else "seasonal naive (same month last year)",
                        test_index=targets, y_true=y_true, y_pred=y_pred, baseline_pred=base, history=history)
 
 

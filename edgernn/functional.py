@@ -18,6 +18,7 @@ matrix product before the jitted loop; weight gradients are matrix products afte
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -129,6 +130,20 @@ def _time_major(X, rev_idx):
     return np.ascontiguousarray(X.transpose(1, 0, 2))
 
 
+def _time_major_copy(X, rev_idx, L, train):
+    """Like ``_time_major`` but always a new array (in a scratch buffer without ``train``), so
+    it can be modified; a full-length reversal is a view, not a gather."""
+    B, T, I = X.shape
+    out = np.empty((T, B, I), X.dtype) if train else _scratch("Xt", (T, B, I), X.dtype)
+    if rev_idx is None:
+        np.copyto(out, X.transpose(1, 0, 2))
+    elif L.min() == T:
+        np.copyto(out, X[:, ::-1].transpose(1, 0, 2))
+    else:
+        np.copyto(out, np.take_along_axis(X, rev_idx[:, :, None], axis=1).transpose(1, 0, 2))
+    return out
+
+
 def _batch_first(Yt, rev_idx):
     """(T, B, H) -> (B, T, H), undoing the per-sequence reversal."""
     Y = Yt.transpose(1, 0, 2)
@@ -160,6 +175,29 @@ def _given(**kw):
     return tuple(k for k, v in kw.items() if v is not None)
 
 
+# Scratch buffers for temporaries that never leave a call (inference only), kept per thread
+# and reused from call to call: a fresh large array costs a page fault per 4 KiB on first
+# touch, which measured ~10% of a batch-32 forward pass. Buffers above _SCRATCH_MAX bytes
+# are not kept.
+_SCRATCH = threading.local()
+_SCRATCH_MAX = 64 << 20
+
+
+def _scratch(name, shape, dt):
+    """An uninitialised C-contiguous array of ``shape``, reused by later calls (same thread)."""
+    dt = np.dtype(dt)
+    n = int(np.prod(shape)) * dt.itemsize
+    if n > _SCRATCH_MAX:
+        return np.empty(shape, dt)
+    bufs = getattr(_SCRATCH, "bufs", None)
+    if bufs is None:
+        bufs = _SCRATCH.bufs = {}
+    buf = bufs.get(name)
+    if buf is None or buf.nbytes < n:
+        buf = bufs[name] = np.empty(max(n, 4096), np.uint8)
+    return buf[:n].view(dt).reshape(shape)
+
+
 def _batch_minor(cell, B, codes, clip, P, input_forget, lbr):
     """Use the batch-minor kernels? Batches of more than one sequence with the default float32
     cell (fast sigmoid/tanh activations, no clip, no peepholes, no input_forget, GRU lbr=1)."""
@@ -172,6 +210,14 @@ def _batch_minor(cell, B, codes, clip, P, input_forget, lbr):
     return False
 
 
+def _transposed_for_gemv(B):
+    """The transposed weight matrix the batch-1 kernels hand to BLAS gemv (``_kernels.matmul``),
+    or the matrix itself as a placeholder where it is not used."""
+    if B != 1:
+        return lambda M: M
+    return lambda M: np.ascontiguousarray(M.T) if M.size >= K.GEMV_MIN else M
+
+
 def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, be, clipv, input_forget,
                   lbr, train):
     """One direction with the batch-major kernels (every option). Fills ``st`` for BPTT."""
@@ -180,8 +226,12 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
     GH = R.shape[0]
     dt = Xt.dtype
     Tk = T if train else 1
-    Gm = np.dot(Xt.reshape(T * B, I), W.T).reshape(T, B, GH)  # (T, B, G*H); becomes the gate outputs
-    Yt = np.zeros((T, B, H), dt)
+    # (T, B, G*H); becomes the gate outputs
+    Gm = np.empty((T, B, GH), dt) if train else _scratch("G", (T, B, GH), dt)
+    np.dot(Xt.reshape(T * B, I), W.T, out=Gm.reshape(T * B, GH))
+    tr = _transposed_for_gemv(B)
+    Yt = _scratch("Yt", (T, B, H), dt)
+    Yt.fill(0)  # padded steps
     h = np.empty((B, H), dt)
     hinit = np.ascontiguousarray(hinit)
     need_a = train and (clipv > 0 or not all(K.out_deriv(int(k)) for k in codes[:2]))
@@ -190,11 +240,12 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
     st.update(A=A, Gt=Gm, Hs=Hs)
     c = None
     if cell == "rnn":
-        K.rnn_forward(Gm, bias, R, hinit, L, codes[0], al[0], be[0], clipv, train, Yt, h, A, Hs)
+        K.rnn_forward(Gm, bias, R, tr(R), hinit, L, codes[0], al[0], be[0], clipv, train, Yt, h, A, Hs)
     elif cell == "gru":
         RH = np.empty((Tk, B, H), dt)
-        K.gru_forward(Gm, bias, R, R[: 2 * H], R[2 * H:], Rbh, hinit, L, codes, al, be, clipv, bool(lbr), train,
-                      Yt, h, A, Hs, RH)
+        Rzr, Rh = R[: 2 * H], R[2 * H:]
+        K.gru_forward(Gm, bias, R, tr(R), Rzr, tr(Rzr), Rh, tr(Rh), Rbh, hinit, L, codes, al, be, clipv, bool(lbr),
+                      train, Yt, h, A, Hs, RH)
         st["RH"] = RH
     else:
         cinit = np.zeros((B, H), dt) if cinit is None else np.ascontiguousarray(cinit)
@@ -202,10 +253,32 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
         c = np.empty((B, H), dt)
         Cs = np.empty((T + 1 if train else 1, B, H), dt)
         Hc = np.empty((Tk, B, H), dt)
-        K.lstm_forward(Gm, bias, R, Pd, hinit, cinit, L, codes, al, be, clipv, bool(input_forget), P is not None,
-                       train, Yt, h, c, A, Hs, Cs, Hc)
+        K.lstm_forward(Gm, bias, R, tr(R), Pd, hinit, cinit, L, codes, al, be, clipv, bool(input_forget),
+                       P is not None, train, Yt, h, c, A, Hs, Cs, Hc)
         st.update(Cs=Cs, Hc=Hc)
     return Yt, h, c
+
+
+def _project_bm(W, Xt, train):
+    """Input projection for the batch-minor kernels: (T, G*H, B) with G[t] = W @ X_t^T.
+
+    One stacked matmul (one GEMM per step) when the input is narrow: measured faster than one
+    big GEMM for I=16..64 (OpenBLAS is slow at a small inner dimension); for wide inputs one
+    big GEMM and a transposing copy. Without ``train`` the result lives in a scratch buffer.
+    """
+    T, B, I = Xt.shape
+    GH = W.shape[0]
+    dt = Xt.dtype
+    out = np.empty((T, GH, B), dt) if train else _scratch("G", (T, GH, B), dt)
+    if I < 128:
+        XT = _scratch("XT", (T, I, B), dt)
+        np.copyto(XT, Xt.transpose(0, 2, 1))  # matmul on the strided view is 2x slower
+        np.matmul(W, XT, out=out)
+    else:
+        big = _scratch("Gbig", (GH, T * B), dt)
+        np.dot(W, Xt.reshape(T * B, I).T, out=big)
+        np.copyto(out, big.reshape(GH, T, B).transpose(1, 0, 2))
+    return out
 
 
 def _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
@@ -213,22 +286,24 @@ def _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
     T, B, I = Xt.shape
     H = R.shape[1]
     dt = Xt.dtype
-    Gm = np.dot(W, Xt.reshape(T * B, I).T)  # (G*H, T*B); becomes the gate outputs
-    Yt = np.zeros((T, H, B), dt)
+    Gm = _project_bm(W, Xt, train)  # (T, G*H, B); becomes the gate outputs
+    bias_b = np.repeat(bias, B)
+    Yt = _scratch("Yt", (T, H, B), dt)  # every element is written
     hT = np.ascontiguousarray(hinit.T)
-    nst = (T + 1) * B if train else 1
-    Hs = np.empty((H, nst), dt)
+    shape_s = (T + 1, H, B) if train else (1, 1, 1)
+    shape_t = (T, H, B) if train else (1, 1, 1)
+    Hs = np.empty(shape_s, dt)
     st.update(Gt=Gm, Hs=Hs)
     c = None
     if cell == "gru":
-        RH = np.empty((H, T * B if train else 1), dt)
-        K.gru_forward_bm(Gm, bias, R, Rbh, hT, L, train, Yt, Hs, RH)
+        RH = np.empty(shape_t, dt)
+        K.gru_forward_bm(Gm, bias_b, R, np.repeat(Rbh, B), hT, L, train, Yt, Hs, RH)
         st["RH"] = RH
     else:
         cT = np.zeros((H, B), dt) if cinit is None else np.ascontiguousarray(cinit.T)
-        Cs = np.empty((H, nst), dt)
-        Hc = np.empty((H, T * B if train else 1), dt)
-        K.lstm_forward_bm(Gm, bias, R, hT, cT, L, train, Yt, Hs, Cs, Hc)
+        Cs = np.empty(shape_s, dt)
+        Hc = np.empty(shape_t, dt)
+        K.lstm_forward_bm(Gm, bias_b, R, hT, cT, L, train, Yt, Hs, Cs, Hc)
         st.update(Cs=Cs, Hc=Hc)
         c = cT.T
     return Yt, hT.T, c
@@ -247,7 +322,7 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
     dt = X.dtype
     B, T, I = X.shape
     GH = _GATES[cell] * H
-    Y = np.zeros((B, T, D, H), dt)
+    Y = np.empty((B, T, D, H), dt)  # every direction writes all of its slice
     Y_h = np.empty((B, D, H), dt)
     Y_c = np.empty((B, D, H), dt) if cell == "lstm" else None
     cache = Cache(cell, given, dict(X=X, W=W, R=R, Wb=Wb, Rb=Rb, h0=h0, c0=c0, P=P, L=L, D=D, H=H,
@@ -256,7 +331,7 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
     for d in range(D):
         reverse = direction == "reverse" or d == 1
         ridx = _reverse_index(L, T) if reverse else None
-        Xt = _time_major(X, ridx)  # (T, B, I)
+        Xt = _time_major_copy(X, ridx, L, train)  # (T, B, I), a copy: never the caller's array
         if L.min() < T:  # padded steps never matter: zero them so NaN padding cannot reach dW
             Xt[np.arange(T)[:, None] >= L[None, :]] = 0
         hinit = np.zeros((B, H), dt) if h0 is None else h0[:, d]
@@ -402,28 +477,30 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
         dh = np.zeros((B, H), dt) if dY_h is None else dY_h[:, d]
         dc = np.zeros((B, H), dt) if dY_c is None else dY_c[:, d]
         if st["bm"]:
-            # batch-minor: gradients of the gate pre-activations as (G*H, T*B)
+            # batch-minor: gate gradients (T, G*H, B), made (G*H, T*B) for the weight products
             if dY is None:
                 dYt = np.zeros((T, H, B), dt)
             else:
                 dYt = np.ascontiguousarray(_time_major(dY[:, :, d, :], ridx).transpose(0, 2, 1))  # (T, H, B)
             dhT = np.ascontiguousarray(dh.T)
-            dA = np.empty((GH, T * B), dt)
+            dA = np.empty((T, GH, B), dt)
             RT = np.ascontiguousarray(R[d].T)
-            Hprev = st["Hs"][:, : T * B]  # (H, T*B)
             if cell == "gru":
-                dRec = np.empty((GH, T * B), dt)
+                dRec = np.empty((T, GH, B), dt)
                 K.gru_backward_bm(RT, L, dYt, dhT, st["Gt"], st["Hs"], st["RH"], dA, dRec)
             else:
                 dcT = np.ascontiguousarray(dc.T)
                 K.lstm_backward_bm(RT, L, dYt, dhT, dcT, st["Gt"], st["Cs"], st["Hc"], dA)
                 dRec = dA
                 dc0[:, d] = dcT.T
-            dR[d] = dRec @ Hprev.T
-            dW[d] = dA @ X2
-            dX += _batch_first((dA.T @ W[d]).reshape(T, B, I), ridx)
-            dWb[d] = dA.sum(axis=1)
-            dRb[d] = dRec.sum(axis=1)
+            dA2 = np.ascontiguousarray(dA.transpose(1, 0, 2)).reshape(GH, T * B)
+            dRec2 = dA2 if dRec is dA else np.ascontiguousarray(dRec.transpose(1, 0, 2)).reshape(GH, T * B)
+            Hprev = np.ascontiguousarray(st["Hs"][:T].transpose(1, 0, 2)).reshape(H, T * B)
+            dR[d] = dRec2 @ Hprev.T
+            dW[d] = dA2 @ X2
+            dX += _batch_first((dA2.T @ W[d]).reshape(T, B, I), ridx)
+            dWb[d] = dA2.sum(axis=1)
+            dRb[d] = dWb[d] if dRec is dA else dRec2.sum(axis=1)
             dh0[:, d] = dhT.T
             continue
         if dY is None:
@@ -434,14 +511,14 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
         dA = np.zeros((T, B, GH), dt)  # (T, B, G*H)
         Hprev = st["Hs"][:T].reshape(T * B, H)  # (T*B, H)
         if cell == "rnn":
-            K.rnn_backward(np.ascontiguousarray(R[d].T), L, a["codes"][d, 0], a["al"][d, 0], a["be"][d, 0],
+            K.rnn_backward(np.ascontiguousarray(R[d].T), R[d], L, a["codes"][d, 0], a["al"][d, 0], a["be"][d, 0],
                            a["clip"], dYt, dh, st["A"], st["Gt"], dA)
             dRec = dA
             dR[d] = dA.reshape(T * B, GH).T @ Hprev
         elif cell == "gru":
             dRec = np.zeros((T, B, GH), dt)
-            K.gru_backward(np.ascontiguousarray(R[d].T), np.ascontiguousarray(R[d, : 2 * H].T),
-                           np.ascontiguousarray(R[d, 2 * H:].T), L,
+            K.gru_backward(np.ascontiguousarray(R[d].T), R[d], np.ascontiguousarray(R[d, : 2 * H].T), R[d, : 2 * H],
+                           np.ascontiguousarray(R[d, 2 * H:].T), R[d, 2 * H:], L,
                            a["codes"][d], a["al"][d], a["be"][d], a["clip"], a["lbr"], dYt, dh,
                            st["A"], st["Gt"], st["Hs"], st["RH"], dA, dRec)
             dRec2 = dRec.reshape(T * B, GH)
@@ -451,7 +528,7 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
         else:
             dc = dc.copy()
             Pd = np.zeros(3 * H, dt) if a["P"] is None else a["P"][d]
-            K.lstm_backward(np.ascontiguousarray(R[d].T), Pd, L, a["codes"][d], a["al"][d], a["be"][d], a["clip"],
+            K.lstm_backward(np.ascontiguousarray(R[d].T), R[d], Pd, L, a["codes"][d], a["al"][d], a["be"][d], a["clip"],
                             a["input_forget"], a["P"] is not None, dYt, dh, dc, st["A"], st["Gt"], st["Hs"],
                             st["Cs"], st["Hc"], dA, dP[d])
             dRec = dA
@@ -461,7 +538,7 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
         dW[d] = dA2.T @ X2
         dX += _batch_first((dA2 @ W[d]).reshape(T, B, I), ridx)
         dWb[d] = dA2.sum(axis=0)
-        dRb[d] = dRec.reshape(T * B, GH).sum(axis=0)
+        dRb[d] = dWb[d] if dRec is dA else dRec.reshape(T * B, GH).sum(axis=0)
         dh0[:, d] = dh
     grads = dict(X=dX, W=dW, R=dR, Wb=dWb, Rb=dRb, h0=dh0, c0=dc0, P=dP)
     return {k: grads[k] for k in cache.given}

@@ -26,9 +26,8 @@ import argparse
 import os
 import time
 
-import numpy as np
-
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -71,7 +70,7 @@ def main():
     # ---- 1. train on random excerpts -------------------------------------------------------------
     rng = np.random.default_rng(args.seed)
     excerpts, labels = [], []
-    for x, label in zip(X_train, data.y_train):
+    for x, label in zip(X_train, data.y_train, strict=True):
         for _ in range(2 if args.quick else 10):
             n = int(rng.integers(20, 101))  # 20 to 100 samples = 2 to 10 s
             start = int(rng.integers(0, 101 - n))
@@ -112,7 +111,7 @@ def main():
             t0 = time.perf_counter()
             y, *new_states = sess.run(out_names, {"x": sample, **states})
             latency.append(time.perf_counter() - t0)
-            states = {i.name: s for i, s in zip(state_inputs, new_states)}
+            states = {i.name: s for i, s in zip(state_inputs, new_states, strict=True)}
             probs[r, t] = y[0]
     latency_us = np.array(latency) * 1e6
     final = probs[:, -1].argmax(axis=1)

@@ -13,7 +13,7 @@ The model is LSTM(50, return_sequences=True) -> Dropout(0.2) -> LSTM(100) -> Dro
 Each test month is forecast one step ahead from the 24 true months before it. The yardstick
 is the seasonal-naive forecast "same month last year", which is hard to beat on this series.
 
-Run:  python examples/forecast_airline.py            (about a minute on 2 cores)
+Run:  python examples/forecast_airline.py            (under a minute on 2 cores)
       python examples/forecast_airline.py --quick    (seconds; also EDGERNN_QUICK=1)
 Writes forecast_airline.png.
 """
@@ -24,9 +24,8 @@ import argparse
 import os
 import time
 
-import numpy as np
-
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

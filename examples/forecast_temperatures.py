@@ -12,7 +12,7 @@ Daily weather is noisy, so the honest yardsticks are:
 - naive: tomorrow = today (hard to beat: temperatures are persistent);
 - seasonal naive: tomorrow = the same day last year (the seasonal cycle, but not the weather).
 
-Run:  python examples/forecast_temperatures.py            (about a minute on 2 cores)
+Run:  python examples/forecast_temperatures.py            (under a minute on 2 cores)
       python examples/forecast_temperatures.py --quick    (seconds; also EDGERNN_QUICK=1)
 Writes forecast_temperatures.png.
 """
@@ -23,9 +23,8 @@ import argparse
 import os
 import time
 
-import numpy as np
-
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402

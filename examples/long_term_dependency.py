@@ -18,7 +18,7 @@ batch size and step budget at several T, and write two plots:
   1 undiminished; the SimpleRNN has no gate to open, and its gradient still shrinks
   geometrically with the distance from the end: the vanishing gradient, made visible.
 
-Run:  python examples/long_term_dependency.py            (about 3 minutes on 2 cores)
+Run:  python examples/long_term_dependency.py            (2 to 3 minutes on 2 cores)
       python examples/long_term_dependency.py --quick    (seconds; also EDGERNN_QUICK=1)
 """
 
@@ -28,9 +28,8 @@ import argparse
 import os
 import time
 
-import numpy as np
-
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -145,7 +144,7 @@ def main():
 
     # ---- plot 1: validation loss curves, one panel per T --------------------------------
     fig, axes = plt.subplots(1, len(args.T), figsize=(4.2 * len(args.T), 3.8), squeeze=False)
-    for ax, T in zip(axes[0], args.T):
+    for ax, T in zip(axes[0], args.T, strict=True):
         for cell in CELLS:
             r = results[cell, T]
             ax.plot(r["steps"], r["curve"], color=COLORS[cell], lw=1.6,

@@ -19,9 +19,8 @@ import argparse
 import os
 import time
 
-import numpy as np
-
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -89,7 +88,7 @@ def main():
     # ---- plot ------------------------------------------------------------------------------
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     tt = np.arange(T)
-    for k, ax in zip((0, 1), axes[:2]):
+    for k, ax in zip((0, 1), axes[:2], strict=True):
         ax.plot(tt, X_test[k, :, 0], color="0.6", lw=1, label="input: sine")
         ax.plot(tt, y_test[k, :, 0], color="k", lw=1.8, label="target: cosine")
         ax.plot(tt, pred[k, :, 0], color="tab:red", lw=1.4, ls="--", label="LSTM output")

@@ -1,0 +1,147 @@
+"""The kernels' speed paths, which the small random cases of test_functional*.py never reach:
+
+- batch 1 with a large weight matrix: the recurrent product goes to BLAS gemv
+  (``_kernels.GEMV_MIN``), small ones to the jitted ``matvec`` (snake order);
+- batch > 1 with the default float32 cell: the batch-minor kernels (``*_bm``), whose per-step
+  product goes to OpenBLAS in row blocks (``_kernels.SMALL_GEMM``) for wide layers;
+- inputs are never modified (batch 1 with ``lengths`` once zeroed the caller's padding).
+
+Each path is checked against the naive oracle (forward) and against another path of the
+library on the same inputs (gradients), in float64 where the path allows it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgernn.functional as F
+from edgernn import _kernels as K
+
+try:
+    from . import naive
+except ImportError:  # tests/ is not a package: pytest puts it on sys.path
+    import naive
+
+G = {"rnn": 1, "gru": 3, "lstm": 4}
+INPUTS = ("X", "W", "R", "Wb", "Rb", "h0", "c0", "P")
+
+
+def _cast(kw, dtype):
+    return {k: (v.astype(dtype) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v) for k, v in kw.items()}
+
+
+def _fwd_bwd(cell, kw, seed=1):
+    out = getattr(F, cell)(**kw, train=True)
+    rng = np.random.default_rng(seed)
+    gs = [rng.normal(size=o.shape).astype(o.dtype) for o in out[:-1]]
+    grads = getattr(F, cell + "_backward")(out[-1], *gs)
+    return out[:-1], gs, grads
+
+
+def _rel(a, b):
+    return float(np.abs(np.asarray(a, np.float64) - b).max() / max(1.0, np.abs(b).max()))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_inputs_not_modified(cell, B, dtype):
+    kw = _cast(naive.random_case(cell, 7, B=B, T=6, H=4, I=3, activations=None, alpha_beta=None,
+                                 lengths=np.array([3] + [6] * (B - 1)), direction="bidirectional"), dtype)
+    kw["X"][0, 3:] = np.nan  # padding
+    copies = {k: v.copy() for k, v in kw.items() if isinstance(v, np.ndarray)}
+    out, gs, grads = _fwd_bwd(cell, kw)
+    F_inf = getattr(F, cell)(**kw)
+    for k, v in copies.items():
+        np.testing.assert_array_equal(kw[k], v, err_msg=f"{k} was modified")
+    assert all(np.isfinite(g).all() for g in grads.values())
+    for a, b in zip(F_inf, out, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _gemv_H(cell):
+    """Smallest hidden size whose recurrent matrix takes the gemv path."""
+    H = 1
+    while G[cell] * H * H < K.GEMV_MIN:
+        H += 1
+    return H
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_batch1_gemv_path(cell, direction):
+    H = _gemv_H(cell)
+    kw = naive.random_case(cell, 11, B=1, T=5, H=H, I=3, direction=direction, lengths=None, scale=0.15,
+                           activations=None, alpha_beta=None, peephole=True, input_forget=False,
+                           linear_before_reset=True)  # GRU lbr=1: one product with all of R
+    expected = getattr(naive, cell)(**kw)
+    out, gs, grads = _fwd_bwd(cell, kw)
+    for o, e in zip(out, expected, strict=True):
+        np.testing.assert_allclose(o, e, rtol=1e-11, atol=1e-11)
+    out32 = getattr(F, cell)(**_cast(kw, np.float32))
+    for o, e in zip(out32, expected, strict=True):
+        np.testing.assert_allclose(o, e, rtol=1e-4, atol=2e-5)
+    # the same sequence twice is a batch of 2: the gemm path; every weight gradient doubles
+    kw2 = {k: (np.concatenate([v, v]) if k in ("X", "h0", "c0") else v) for k, v in kw.items()}
+    out2 = getattr(F, cell)(**kw2, train=True)
+    g2 = getattr(F, cell + "_backward")(out2[-1], *[np.concatenate([g, g]) for g in gs])
+    for k, v in grads.items():
+        if k in ("X", "h0", "c0"):
+            np.testing.assert_allclose(g2[k][:1], v, rtol=1e-10, atol=1e-12, err_msg=k)
+        else:
+            np.testing.assert_allclose(g2[k], 2 * v, rtol=1e-10, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("H", [5, 128])
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_batch_minor_path(cell, direction, H):
+    """Default float32 cells with B > 1 (batch-minor kernels; H=128 also splits the per-step
+    products into row blocks) against the naive oracle and against the float64 path."""
+    B, T = 32, 6
+    if H == 128:
+        assert G[cell] * H * H * B > K.SMALL_GEMM  # really the row-block path
+    lengths = np.random.default_rng(H).integers(0, T + 1, B)
+    lengths[:2] = (T, 0)
+    kw = naive.random_case(cell, 13 + H, B=B, T=T, H=H, I=7, direction=direction, lengths=lengths, scale=0.15,
+                           activations=None, alpha_beta=None, peephole=False, input_forget=False,
+                           linear_before_reset=True)
+    kw32 = _cast(kw, np.float32)
+    out32, gs, g32 = _fwd_bwd(cell, kw32)
+    assert all(o.dtype == np.float32 for o in out32)
+    expected = getattr(naive, cell)(**kw)
+    for o, e in zip(out32, expected, strict=True):
+        np.testing.assert_allclose(o, e, rtol=1e-4, atol=2e-5)
+    np.testing.assert_array_equal(out32[0][1], 0)  # a sequence of length 0 outputs zeros
+    # gradients against the exact float64 path on the same (float32-rounded) numbers
+    out64 = getattr(F, cell)(**_cast(kw32, np.float64), train=True)
+    g64 = getattr(F, cell + "_backward")(out64[-1], *[g.astype(np.float64) for g in gs])
+    for k in g64:
+        assert _rel(g32[k], g64[k]) < 2e-5, (k, _rel(g32[k], g64[k]))
+    # inference and training give bit-identical outputs
+    for a, b in zip(getattr(F, cell)(**kw32), out32, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_matmul_paths_agree():
+    """``_kernels.matmul``: matvec (both snake directions), gemv and gemm give the same product."""
+    rng = np.random.default_rng(0)
+    for N, Kd in [(13, 5), (256, 64), (512, 128)]:
+        Wn = rng.normal(size=(N, Kd))
+        Wt = np.ascontiguousarray(Wn.T)
+        x = rng.normal(size=(1, Kd))
+        ref = x @ Wn.T
+        for rev in (0, 1):
+            out = np.empty((1, N))
+            K.matmul(x, Wn, Wt, out, rev)
+            np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
+        xs = rng.normal(size=(3, Kd))
+        out = np.empty((3, N))
+        K.matmul(xs, Wn, Wt, out, 0)
+        np.testing.assert_allclose(out, xs @ Wn.T, rtol=1e-12, atol=1e-12)
+    A = rng.normal(size=(1024, 256)).astype(np.float32)
+    X = rng.normal(size=(256, 32)).astype(np.float32)
+    out = np.empty((1024, 32), np.float32)
+    K.gemm_rows(A, X, out)
+    np.testing.assert_allclose(out, A @ X, rtol=1e-4, atol=1e-4)
