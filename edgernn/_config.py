@@ -92,17 +92,25 @@ def jit(fn=None, *, parallel: bool = False, inline: str = "never"):
     return deco
 
 
-# BLAS threads for edgernn's own matrix products. The matrices of small recurrent models are
-# far too small for a BLAS thread pool: measured on 2 cores under load, a 2-layer LSTM training
-# epoch took 1.5 s with OpenBLAS' default 2 threads and 0.024 s with 1. So edgernn runs its
-# BLAS calls single-threaded unless set_num_threads says otherwise; the user's own numpy
-# calls outside edgernn are not affected.
+# Threads. The matrices of small recurrent models are far too small for a BLAS thread pool:
+# measured on 2 cores under load, a 2-layer LSTM training epoch took 1.5 s with OpenBLAS'
+# default 2 threads and 0.024 s with 1. So edgernn's own BLAS calls always run single-threaded
+# (the user's numpy calls outside edgernn are not affected), and edgernn uses several cores by
+# splitting a call into independent tasks instead: the directions of a bidirectional layer and
+# slices of a batch, each running its whole time loop in its own thread (see
+# ``functional._tasks``; measured 1.8x on 2 cores for a (64 -> 256) LSTM at batch 32).
 _blas_threads = 1
+_threads = None  # edgernn's parallel tasks; None: every core numba may use
 _controller = None
 
 
-def blas_limit():
-    """Context manager: BLAS limited to edgernn's thread count (a no-op without threadpoolctl)."""
+def _default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, numba.config.NUMBA_NUM_THREADS))
+
+
+def blas_limit(n=None):
+    """Context manager: BLAS limited to ``n`` threads, default edgernn's thread count (a no-op
+    without threadpoolctl)."""
     global _controller
     if _controller is None:
         try:
@@ -114,7 +122,7 @@ def blas_limit():
             _controller = False
     if _controller is False:
         return contextlib.nullcontext()
-    return _controller.limit(limits=_blas_threads, user_api="blas")
+    return _controller.limit(limits=_blas_threads if n is None else n, user_api="blas")
 
 
 def with_blas_limit(fn):
@@ -129,27 +137,40 @@ def with_blas_limit(fn):
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads edgernn uses (numba parallel kernels and its BLAS calls).
+    """Set how many threads edgernn uses.
 
-    The default is one BLAS thread for edgernn's own matrix products (small matrices run
-    faster single-threaded) and numba's default for parallel kernels.
+    A call to ``functional.lstm/gru/rnn`` (and so every layer, ``fit`` and ``predict``) whose
+    work is large enough is split into independent tasks, run side by side: the two directions
+    of a bidirectional layer, and slices of the batch (at least 8 sequences each). Each task
+    runs its whole time loop in one thread with no synchronisation inside, and calls BLAS
+    single-threaded. Batch-1 streaming and small calls run in the calling thread.
+
+    The default is every core (``os.cpu_count()``, capped by ``NUMBA_NUM_THREADS``). Use
+    ``set_num_threads(1)`` to keep edgernn on one core, e.g. next to a sensor-reading loop.
 
     Parameters
     ----------
     n : int
         Number of threads, at least 1; numba's share is capped at ``numba.config.NUMBA_NUM_THREADS``.
+
+    Examples
+    --------
+    >>> import edgernn
+    >>> edgernn.set_num_threads(1)
+    >>> edgernn.get_num_threads()
+    1
     """
-    global _blas_threads, _controller
+    global _threads, _controller
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
     n = int(n)
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    _blas_threads = n
+    _threads = n
     _controller = None  # re-detect BLAS libraries loaded since
 
 
 def get_num_threads() -> int:
-    """Number of threads edgernn's BLAS calls use."""
-    return _blas_threads
+    """Number of threads edgernn uses (see :func:`set_num_threads`)."""
+    return _default_threads() if _threads is None else _threads

@@ -533,7 +533,6 @@ def lstm_row(g, r, bias, P, a, tmp, gt, c, hc, h, y, fc, gc, hcode, alphas, beta
 def lstm_forward(G, bias, R, RT, P, h0, c0, lengths, codes, alphas, betas, clip, input_forget, peep, train,
                  Y, h, c, A, Hs, Cs, Hc):
     T, B, G4 = G.shape
-    H = G4 // 4
     h[:] = h0
     c[:] = c0
     fc, gc, hcode = codes[0], codes[1], codes[2]
@@ -689,6 +688,19 @@ def gemm_rows(A, X, out):
     for s in range(0, N, c):
         e = min(N, s + c)
         np.dot(A[s:e], X, out[s:e])
+
+
+@jit
+def project_bm(W, XT, G):
+    """G[t] = W @ XT[t] for every step: the input projection of the batch-minor kernels,
+    before their time loop. W (G*H, I), XT (T, I, B), G (T, G*H, B).
+
+    One product per step in row blocks (``gemm_rows``) rather than one big product and a
+    transposing copy: measured 2.8 ms vs 5.8 ms for (1024 x 64) over T=100, B=32, and 11.4 ms
+    vs 13.9 ms for (1024 x 256).
+    """
+    for t in range(XT.shape[0]):
+        gemm_rows(W, XT[t], G[t])
 
 
 @jit

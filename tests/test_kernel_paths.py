@@ -145,3 +145,31 @@ def test_matmul_paths_agree():
     out = np.empty((1024, 32), np.float32)
     K.gemm_rows(A, X, out)
     np.testing.assert_allclose(out, A @ X, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_parallel_tasks_match_one_thread(cell, direction, dtype, monkeypatch):
+    """With several threads, directions and batch slices run as parallel tasks: same results."""
+    import edgernn
+
+    kw = _cast(naive.random_case(cell, 21, B=9, T=5, H=6, I=4, direction=direction, lengths="random",
+                                 activations=None if dtype == np.float32 else "random"), dtype)
+    out1, gs, g1 = _fwd_bwd(cell, kw)
+    before = edgernn.get_num_threads()
+    monkeypatch.setattr(F, "_TASK_MIN_MACS", 0)
+    monkeypatch.setattr(F, "_TASK_MIN_BATCH", 2)
+    try:
+        edgernn.set_num_threads(3)
+        tasks, parallel = F._tasks(9, 5, 2 if direction == "bidirectional" else 1, 24, 10)
+        assert len(tasks) >= 2 and parallel
+        out = getattr(F, cell)(**kw, train=True)
+        g = getattr(F, cell + "_backward")(out[-1], *gs)
+    finally:
+        edgernn.set_num_threads(before)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    for a, b in zip(out[:-1], out1, strict=True):
+        np.testing.assert_allclose(a, b, **tol)
+    for k in g1:
+        np.testing.assert_allclose(g[k], g1[k], err_msg=k, **tol)
