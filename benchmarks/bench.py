@@ -652,6 +652,47 @@ def _check_outputs(results):
     return notes
 
 
+def markdown(results):
+    """One markdown table: per case and thread setting, each framework's fastest call style."""
+    rows = ["| case | threads | edgernn | onnxruntime | PyTorch | edgernn / onnxruntime | edgernn / PyTorch |",
+            "|---|---|---|---|---|---|---|"]
+    by_label = {}
+    for r in results:
+        by_label.setdefault((r["label"], r["threads"]), []).append(r)
+    for (label, threads), rs in by_label.items():
+        best, name = {}, {}
+        for r in rs:
+            for k, v in r["result"].items():
+                if k.startswith("_") or not isinstance(v, dict):
+                    continue
+                if r["case"] == "cold" and "empty" in k:
+                    continue
+                if r["fw"] not in best or v["median"] < best[r["fw"]]["median"]:
+                    best[r["fw"]], name[r["fw"]] = v, k
+        cells = []
+        for fw in ("edgernn", "onnxruntime", "torch"):
+            v = best.get(fw)
+            if v is None:
+                cells.append("-")
+                continue
+            txt = _fmt_t(v["median"])
+            if "rss_mib" in v:
+                txt += f", {v['rss_mib']:.0f} MiB"
+            if r["case"] == "stream" and fw != "torch":
+                txt += f" ({name[fw].split(' ', 1)[1]})"
+            cells.append(txt)
+        ratios = [f"{best['edgernn']['median'] / best[fw]['median']:.2f}" if "edgernn" in best and fw in best else "-"
+                  for fw in ("onnxruntime", "torch")]
+        rows.append(f"| {label} | {threads} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        if rs[0]["case"] == "cold":
+            for r in rs:
+                for k, v in r["result"].items():
+                    if "empty" in k:
+                        rows.append(f"| {label}, numba cache empty | {threads} | {_fmt_t(v['median'])}, "
+                                    f"{v['rss_mib']:.0f} MiB | | | | |")
+    return "\n".join(rows)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer repetitions, the small size only")
@@ -663,8 +704,13 @@ def main(argv=None):
                     help="one-thread runs: wall time, or CPU time of the calling thread (robust on a busy "
                          "machine); default-thread runs always use wall time")
     ap.add_argument("--json", default=os.path.join(HERE, "results.json"), help="where to write the JSON results")
+    ap.add_argument("--markdown", metavar="JSON", help="print the markdown table of a results file and exit")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.markdown:
+        with open(args.markdown) as fh:
+            print(markdown(json.load(fh)["results"]))
+        return 0
     if args.worker:
         global CLOCK
         spec = json.loads(args.worker)
@@ -700,6 +746,7 @@ def main(argv=None):
     print(_table(results))
     for n in _check_outputs(results):
         print(n)
+    print("\n" + markdown(results))
     with open(args.json, "w") as fh:
         json.dump({"machine": machine, "versions": versions, "clock": args.clock, "results": results}, fh, indent=1)
     print(f"\nJSON: {args.json}")

@@ -11,6 +11,8 @@ and the output ``y`` (whichever is cheaper).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ._config import jit
@@ -177,7 +179,34 @@ def act_vec(code, x, out, alpha, beta):
             out[k] = act1(code, x[k], alpha, beta)
 
 
+@functools.lru_cache(maxsize=256)
+def _resolve_cached(names, defaults, n_dirs, dtype, alphas, betas, arg):
+    return _resolve(None if names is None else list(names), defaults, n_dirs, np.dtype(dtype),
+                    None if alphas is None else list(alphas), None if betas is None else list(betas), arg)
+
+
 def resolve(names, defaults, n_dirs, dtype, alphas=None, betas=None, arg="activations"):
+    """Map ONNX activation names to (codes, alphas, betas) arrays of shape (n_dirs, n_per_dir).
+
+    ``names`` is None (use ``defaults``, repeated per direction) or a list of
+    ``len(defaults) * n_dirs`` names. ``alphas``/``betas`` follow ONNX: one value per
+    activation that takes it, in order; missing ones take onnxruntime's defaults.
+    Results are cached (a call per layer call otherwise costs ~10 us); callers get copies.
+    """
+    try:
+        key = (None if names is None else tuple(names), tuple(defaults), int(n_dirs), np.dtype(dtype).str,
+               None if alphas is None else tuple(float(a) for a in alphas),
+               None if betas is None else tuple(float(b) for b in betas), arg)
+        hash(key)
+    except (TypeError, ValueError):  # odd arguments: the uncached path raises the right error
+        return _resolve(names, defaults, n_dirs, dtype, alphas, betas, arg)
+    if isinstance(names, str):
+        return _resolve(names, defaults, n_dirs, dtype, alphas, betas, arg)
+    codes, al, be = _resolve_cached(*key)
+    return codes.copy(), al.copy(), be.copy()
+
+
+def _resolve(names, defaults, n_dirs, dtype, alphas=None, betas=None, arg="activations"):
     """Map ONNX activation names to (codes, alphas, betas) arrays of shape (n_dirs, n_per_dir).
 
     ``names`` is None (use ``defaults``, repeated per direction) or a list of

@@ -108,21 +108,48 @@ def _default_threads() -> int:
     return max(1, min(os.cpu_count() or 1, numba.config.NUMBA_NUM_THREADS))
 
 
+class _BlasLimit:
+    """Context manager: set the BLAS libraries' thread count, restore it on exit. Only the
+    libraries whose count differs are touched: a few ctypes calls, ~1 us (threadpoolctl's own
+    ``limit`` costs ~12 us per call, which showed in short sequences)."""
+
+    __slots__ = ("libs", "n", "saved")
+
+    def __init__(self, libs, n):
+        self.libs = libs
+        self.n = n
+        self.saved = []
+
+    def __enter__(self):
+        for lc in self.libs:
+            old = lc.get_num_threads()
+            if old != self.n:
+                lc.set_num_threads(self.n)
+                self.saved.append((lc, old))
+        return self
+
+    def __exit__(self, *exc):
+        for lc, old in reversed(self.saved):
+            lc.set_num_threads(old)
+        self.saved = []
+        return False
+
+
 def blas_limit(n=None):
-    """Context manager: BLAS limited to ``n`` threads, default edgernn's thread count (a no-op
-    without threadpoolctl)."""
+    """Context manager: BLAS limited to ``n`` threads, default edgernn's BLAS thread count (a
+    no-op without threadpoolctl)."""
     global _controller
     if _controller is None:
         try:
             import scipy.linalg.cython_blas  # noqa: F401 - numba's np.dot calls this BLAS: load it first
             from threadpoolctl import ThreadpoolController
 
-            _controller = ThreadpoolController()
+            _controller = ThreadpoolController().select(user_api="blas").lib_controllers
         except Exception:  # noqa: BLE001 - threadpoolctl missing or failing: leave BLAS alone
             _controller = False
     if _controller is False:
         return contextlib.nullcontext()
-    return _controller.limit(limits=_blas_threads if n is None else n, user_api="blas")
+    return _BlasLimit(_controller, _blas_threads if n is None else n)
 
 
 def with_blas_limit(fn):

@@ -1,35 +1,45 @@
-"""Time-major jitted loops for one direction of RNN, GRU and LSTM: forward and BPTT.
+"""Jitted time loops for one direction of RNN, GRU and LSTM: forward and BPTT.
 
-Conventions (all arrays C-contiguous, one dtype per call):
+Two families, chosen by ``functional``:
+
+- Batch-major kernels (``rnn/gru/lstm_forward``, ``*_backward``): every option (activations,
+  clip, peepholes, input_forget, GRU lbr 0/1), float32 and float64, any batch; the only ones
+  used for batch 1. Layout (T, B, features).
+- Batch-minor kernels (``*_bm``): batches of more than one sequence with the default float32
+  cells. Layout (T, features, B); see the block comment above ``lstm_forward_bm``.
+
+Conventions of the batch-major kernels (all arrays C-contiguous, one dtype per call):
 - ``G`` (T, B, gates*H): the input projection X @ W.T for all steps, computed by one matrix
-  product before the loop (in ``functional``). The biases are NOT in it: the kernels add
-  ``bias`` (gates*H,) inside the loop, where it costs nothing (a separate pass over G would
-  cost as much as the projection itself).
+  product before the loop (in ``functional``); the kernels overwrite it in place with the gate
+  outputs (the ``Gt`` that BPTT reads). The biases are NOT in it: the kernels add ``bias``
+  (gates*H,) inside the loop, where it costs nothing (a separate pass over G would cost as
+  much as the projection itself).
 - ``lengths`` (B,) int64: steps t >= lengths[b] output zero and hold the state.
 - Reverse directions are handled by ``functional`` by reversing each sequence's valid part
   before the call, so every kernel here runs forwards in time.
-- With ``train`` the kernels keep what BPTT needs: gate outputs ``Gt``, states ``Hs``/``Cs``
-  (T+1, B, H) with the initial state at index 0, and the gate pre-activations ``A`` only when
-  the backward pass needs them (``needs_pre``: a clip, or an activation whose derivative is not
-  a function of its output). Without ``train`` those buffers have a leading dimension of 1 and
-  serve as scratch.
+- With ``train`` the kernels keep what BPTT needs: states ``Hs``/``Cs`` (T+1, B, H) with the
+  initial state at index 0, and the gate pre-activations ``A`` only when the backward pass
+  needs them (a clip, or an activation whose derivative is not a function of its output).
+  Without ``train`` those buffers have a leading dimension of 1 and serve as scratch.
 - Nothing is allocated inside the time loop; scratch buffers are made once per call.
 - Weight gradients are NOT accumulated here: the backward kernels return the gate
-  gradients ``dA`` (T, B, gates*H) and ``functional`` turns them into dW, dR, dWb, dRb with
-  one matrix product each.
+  gradients ``dA`` and ``functional`` turns them into dW, dR, dWb, dRb with one matrix
+  product each.
 
-Speed notes (measured on a 2-core AVX-512 VM, float32; see benchmarks/):
-- Batch 1: the recurrent product is a matrix-vector product ``matvec`` written as eight dot
-  products at a time, walking the weight rows forwards on even steps and backwards on odd
-  steps ("snake" order), so that the rows used last are still in L1 when the next step starts.
-  At 64 units that beats a BLAS gemv call by ~15%.
-- Several rows: BLAS through ``np.dot(h, R.T)`` (the transposed view is faster than a
-  contiguous R.T copy with OpenBLAS here).
-- The default float32 cells (sigmoid/tanh gates, no clip, no peepholes) have fused per-row
-  loops (``*_row_fast``) that LLVM vectorises. Every loop writes to few arrays, or LLVM gives
-  up vectorising because of the number of run-time alias checks; a loop never reads and
-  writes different views of the same buffer at the same index (that fails the alias check at
-  run time and falls back to scalar code).
+Speed notes (measured on a 2-core AVX-512 VM, float32; see benchmarks/README.md):
+- Batch 1: the recurrent product is ``matvec``, eight dot products at a time, walking the
+  weight rows forwards on even steps and backwards on odd steps ("snake" order) so that the
+  rows used last are still in L1 when the next step starts (10% faster), for matrices below
+  GEMV_MIN elements (at 64 units it beats a BLAS gemv call by ~15%); BLAS gemv above (30%
+  faster at 256 units).
+- float32 data is computed in float32: literal constants are ``np.float32`` (ONE, HALF, ZERO),
+  since a Python float promotes every operation to float64 and halves the SIMD width.
+- The default float32 cells have fused loops (``*_row_fast``, the ``*_bm`` kernels) that LLVM
+  vectorises. Every loop writes to few arrays, or LLVM gives up vectorising because of the
+  number of run-time alias checks; a loop never reads and writes different views of the same
+  buffer at the same index (that fails the alias check at run time and falls back to scalar
+  code); loops index per-gate views from 0 (an offset index keeps numba's negative-index
+  wraparound in the loop, which LLVM vectorises with gathers).
 """
 
 from __future__ import annotations
@@ -95,14 +105,14 @@ GEMV_MIN = 65536
 
 @jit
 def matmul(A, Wn, Wt, out, rev):
-    """out (M, N) = A (M, K) @ Wn.T; Wn (N, K) and Wt (K, N) are the same matrix, both
-    C-contiguous (Wt is only read for one row with a large matrix; elsewhere any placeholder).
+    """out (M, N) = A (M, K) @ Wn.T; Wn (N, K) C-contiguous. Wt (K, N) is the same matrix
+    transposed, C-contiguous, or an empty (0, 0) array when the caller has none.
 
     One row (batch 1, the streaming case): ``matvec`` for small matrices, BLAS gemv for large
-    ones (see GEMV_MIN). Several rows: BLAS gemm through np.dot.
+    ones when Wt is given (see GEMV_MIN). Several rows: BLAS gemm through np.dot.
     """
     if A.shape[0] == 1:
-        if Wn.size >= GEMV_MIN:
+        if Wt.shape[0] > 0 and Wn.size >= GEMV_MIN:
             np.dot(A[0], Wt, out[0])
         else:
             matvec(A[0], Wn, out[0], rev)

@@ -19,6 +19,7 @@ matrix product before the jitted loop; weight gradients are matrix products afte
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,12 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _kernels as K
-from ._activations import FAST_SIGMOID, FAST_TANH, resolve
+from ._activations import FAST_SIGMOID, FAST_TANH, SIGMOID, TANH, resolve
 from ._config import blas_limit, get_num_threads, with_blas_limit
 
 __all__ = ["rnn", "gru", "lstm", "rnn_backward", "gru_backward", "lstm_backward"]
 
 _GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+_OUT_DERIV = {FAST_SIGMOID, FAST_TANH, SIGMOID, TANH}  # derivative from the output (``_kernels.out_deriv``)
 _DEFAULT_ACTS = {"rnn": ("Tanh",), "gru": ("Sigmoid", "Tanh"), "lstm": ("Sigmoid", "Tanh", "Tanh")}
 _DIRECTIONS = ("forward", "reverse", "bidirectional")
 
@@ -180,16 +182,16 @@ def _given(**kw):
 
 # Scratch buffers for temporaries that never leave a call (inference only), kept per thread
 # and reused from call to call: a fresh large array costs a page fault per 4 KiB on first
-# touch, which measured ~10% of a batch-32 forward pass. Buffers above _SCRATCH_MAX bytes
+# touch, which measured ~10% of a batch-32 forward pass. Buffers above _SCRATCH_MAX bytes (16 MiB)
 # are not kept.
 _SCRATCH = threading.local()
-_SCRATCH_MAX = 64 << 20
+_SCRATCH_MAX = 16 << 20
 
 
 def _scratch(name, shape, dt):
     """An uninitialised C-contiguous array of ``shape``, reused by later calls (same thread)."""
     dt = np.dtype(dt)
-    n = int(np.prod(shape)) * dt.itemsize
+    n = math.prod(shape) * dt.itemsize
     if n > _SCRATCH_MAX:
         return np.empty(shape, dt)
     bufs = getattr(_SCRATCH, "bufs", None)
@@ -199,6 +201,33 @@ def _scratch(name, shape, dt):
     if buf is None or buf.nbytes < n:
         buf = bufs[name] = np.empty(max(n, 4096), np.uint8)
     return buf[:n].view(dt).reshape(shape)
+
+
+# Weight matrices that every time step reads (the recurrent R, or its transpose for BLAS gemv)
+# are copied, when large, into a 2 MiB-aligned block of a pooled buffer. Measured: a 1 MiB
+# matrix in ordinary 4 KiB pages lands on physical pages that conflict in the 2 MiB L2 about
+# half the time (gemv 13 us instead of 9 us); inside an aligned block the kernel backs it with
+# one huge page (Linux transparent huge pages; the buffer is large enough for numpy to ask for
+# them) and it always takes 9 us. Elsewhere this is an ordinary copy.
+_HOT_MIN = 512 << 10
+_HUGE = 2 << 20
+
+
+def _hot(name, M):
+    """A C-contiguous copy of the 2-D array ``M`` for a hot loop (see above); small ones as is."""
+    if M.nbytes < _HOT_MIN or M.nbytes > _SCRATCH_MAX:
+        return np.ascontiguousarray(M)
+    bufs = getattr(_SCRATCH, "hot", None)
+    if bufs is None:
+        bufs = _SCRATCH.hot = {}
+    n = M.nbytes
+    buf = bufs.get(name)
+    if buf is None or buf.nbytes < n + 2 * _HUGE:
+        buf = bufs[name] = np.empty(n + 2 * _HUGE, np.uint8)  # >= 4 MiB: numpy madvises huge pages
+    off = (-buf.ctypes.data) % _HUGE
+    out = buf[off: off + n].view(M.dtype).reshape(M.shape)
+    np.copyto(out, M)
+    return out
 
 
 def _batch_minor(cell, B, codes, clip, P, input_forget, lbr):
@@ -213,12 +242,14 @@ def _batch_minor(cell, B, codes, clip, P, input_forget, lbr):
     return False
 
 
-def _transposed_for_gemv(B):
+def _transposed_for_gemv(B, T, dt):
     """The transposed weight matrix the batch-1 kernels hand to BLAS gemv (``_kernels.matmul``),
-    or the matrix itself as a placeholder where it is not used."""
-    if B != 1:
-        return lambda M: M
-    return lambda M: np.ascontiguousarray(M.T) if M.size >= K.GEMV_MIN else M
+    or an empty placeholder where gemv is not used: batches, small matrices, and sequences too
+    short to pay for the transposing copy (about ten steps' worth of gemv)."""
+    none = np.empty((0, 0), dt)
+    if B != 1 or T < 32:
+        return lambda M, name="RT": none
+    return lambda M, name="RT": _hot(name, M.T) if M.size >= K.GEMV_MIN else none
 
 
 def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, be, clipv, input_forget,
@@ -232,12 +263,12 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
     # (T, B, G*H); becomes the gate outputs
     Gm = np.empty((T, B, GH), dt) if train else _scratch("G", (T, B, GH), dt)
     np.dot(Xt.reshape(T * B, I), W.T, out=Gm.reshape(T * B, GH))
-    tr = _transposed_for_gemv(B)
+    tr = _transposed_for_gemv(B, T, dt)
     Yt = _scratch("Yt", (T, B, H), dt)
     Yt.fill(0)  # padded steps
     h = np.empty((B, H), dt)
     hinit = np.ascontiguousarray(hinit)
-    need_a = train and (clipv > 0 or not all(K.out_deriv(int(k)) for k in codes[:2]))
+    need_a = train and (clipv > 0 or not all(int(k) in _OUT_DERIV for k in codes[:2]))
     A = np.empty((Tk if need_a else 1, B, GH), dt)  # pre-activations, only when BPTT needs them
     Hs = np.empty((T + 1 if train else 1, B, H), dt)
     st.update(A=A, Gt=Gm, Hs=Hs)
@@ -247,7 +278,8 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
     elif cell == "gru":
         RH = np.empty((Tk, B, H), dt)
         Rzr, Rh = R[: 2 * H], R[2 * H:]
-        K.gru_forward(Gm, bias, R, tr(R), Rzr, tr(Rzr), Rh, tr(Rh), Rbh, hinit, L, codes, al, be, clipv, bool(lbr),
+        K.gru_forward(Gm, bias, R, tr(R), Rzr, tr(Rzr, "RzrT"), Rh, tr(Rh, "RhT"), Rbh, hinit, L, codes, al, be,
+                      clipv, bool(lbr),
                       train, Yt, h, A, Hs, RH)
         st["RH"] = RH
     else:
@@ -271,7 +303,7 @@ def _project_bm(W, Xt, train):
     out = np.empty((T, GH, B), dt) if train else _scratch("G", (T, GH, B), dt)
     XT = _scratch("XT", (T, I, B), dt)
     np.copyto(XT, Xt.transpose(0, 2, 1))
-    K.project_bm(np.ascontiguousarray(W), XT, out)
+    K.project_bm(_hot("W", W), XT, out)
     return out
 
 
@@ -291,13 +323,13 @@ def _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
     c = None
     if cell == "gru":
         RH = np.empty(shape_t, dt)
-        K.gru_forward_bm(Gm, bias_b, R, np.repeat(Rbh, B), hT, L, train, Yt, Hs, RH)
+        K.gru_forward_bm(Gm, bias_b, _hot("R", R), np.repeat(Rbh, B), hT, L, train, Yt, Hs, RH)
         st["RH"] = RH
     else:
         cT = np.zeros((H, B), dt) if cinit is None else np.ascontiguousarray(cinit.T)
         Cs = np.empty(shape_s, dt)
         Hc = np.empty(shape_t, dt)
-        K.lstm_forward_bm(Gm, bias_b, R, hT, cT, L, train, Yt, Hs, Cs, Hc)
+        K.lstm_forward_bm(Gm, bias_b, _hot("R", R), hT, cT, L, train, Yt, Hs, Cs, Hc)
         st.update(Cs=Cs, Hc=Hc)
         c = cT.T
     return Yt, hT.T, c
@@ -361,8 +393,8 @@ def _tasks(B, T, D, GH, K_in):
     per_seq = T * GH * K_in  # multiply-adds per sequence and direction
     if n > 1:
         chunks = max(1, min(max(1, n // D), B // max(1, _TASK_MIN_BATCH), B * per_seq // max(1, _TASK_MIN_MACS)))
-    bounds = np.linspace(0, B, chunks + 1).round().astype(int)
-    tasks = [(d, int(bounds[i]), int(bounds[i + 1])) for d in range(D) for i in range(chunks)]
+    bounds = [round(i * B / chunks) for i in range(chunks + 1)]
+    tasks = [(d, bounds[i], bounds[i + 1]) for d in range(D) for i in range(chunks)]
     parallel = n > 1 and len(tasks) > 1 and B * per_seq * D >= 2 * _TASK_MIN_MACS
     return tasks, parallel
 
@@ -526,7 +558,7 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
             dYt = np.ascontiguousarray(_time_major(dYd, ridx).transpose(0, 2, 1))  # (T, H, B)
         dhT = np.ascontiguousarray(dh.T)
         dA = np.empty((T, GH, B), dt)
-        RT = np.ascontiguousarray(R[d].T)
+        RT = _hot("RT", R[d].T)
         if cell == "gru":
             dRec = np.empty((T, GH, B), dt)
             K.gru_backward_bm(RT, L, dYt, dhT, st["Gt"], st["Hs"], st["RH"], dA, dRec)
@@ -553,7 +585,7 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
     dA = np.zeros((T, B, GH), dt)  # (T, B, G*H)
     Hprev = st["Hs"][:T].reshape(T * B, H)  # (T*B, H)
     if cell == "rnn":
-        K.rnn_backward(np.ascontiguousarray(R[d].T), R[d], L, a["codes"][d, 0], a["al"][d, 0], a["be"][d, 0],
+        K.rnn_backward(_hot("RT", R[d].T), _hot("R", R[d]), L, a["codes"][d, 0], a["al"][d, 0], a["be"][d, 0],
                        a["clip"], dYt, dh, st["A"], st["Gt"], dA)
         dRec = dA
         g["R"] = dA.reshape(T * B, GH).T @ Hprev
@@ -569,7 +601,7 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
     else:
         dc = dc.copy()
         Pd = np.zeros(3 * H, dt) if a["P"] is None else a["P"][d]
-        K.lstm_backward(np.ascontiguousarray(R[d].T), R[d], Pd, L, a["codes"][d], a["al"][d], a["be"][d], a["clip"],
+        K.lstm_backward(_hot("RT", R[d].T), _hot("R", R[d]), Pd, L, a["codes"][d], a["al"][d], a["be"][d], a["clip"],
                         a["input_forget"], a["P"] is not None, dYt, dh, dc, st["A"], st["Gt"], st["Hs"],
                         st["Cs"], st["Hc"], dA, g["P"])
         dRec = dA
@@ -589,7 +621,7 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
     if not isinstance(cache, Cache) or cache.cell != cell:
         raise TypeError(f"cache: expected the cache returned by {cell}(..., train=True)")
     a = cache.args
-    X, W, R, L, D, H = a["X"], a["W"], a["R"], a["L"], a["D"], a["H"]
+    X, W, R, D, H = a["X"], a["W"], a["R"], a["D"], a["H"]
     dt = X.dtype
     B, T, I = X.shape
     GH = _GATES[cell] * H

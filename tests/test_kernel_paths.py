@@ -72,7 +72,7 @@ def _gemv_H(cell):
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_batch1_gemv_path(cell, direction):
     H = _gemv_H(cell)
-    kw = naive.random_case(cell, 11, B=1, T=5, H=H, I=3, direction=direction, lengths=None, scale=0.15,
+    kw = naive.random_case(cell, 11, B=1, T=40, H=H, I=3, direction=direction, lengths=None, scale=0.7 / np.sqrt(H),
                            activations=None, alpha_beta=None, peephole=True, input_forget=False,
                            linear_before_reset=True)  # GRU lbr=1: one product with all of R
     expected = getattr(naive, cell)(**kw)
