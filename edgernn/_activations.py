@@ -94,7 +94,10 @@ def fast_tanh(x):
     q = x2 * _B6 + _B4
     q = x2 * q + _B2
     q = x2 * q + _B0
-    return p / q
+    r = p / q
+    # beyond the clamp tanh is 1 to float32 precision: return it exactly (the rational form
+    # gives 1 - 2.4e-7 there, which drifts from onnxruntime over long unbounded recurrences)
+    return r if x < _CLAMP and x > -_CLAMP else x / _CLAMP
 
 
 @jit(inline="always")

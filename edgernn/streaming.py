@@ -164,7 +164,10 @@ def _tanh32(x):
     q = x2 * _U6 + _U4
     q = x2 * q + _U2
     q = x2 * q + _U0
-    return p / q
+    r = p / q
+    # beyond the clamp tanh is 1 to float32 precision: return it exactly (the rational form
+    # gives 1 - 2.4e-7 there, which drifts from onnxruntime over long unbounded recurrences)
+    return r if x < _TC and x > -_TC else x / _TC
 
 
 @jit(inline="always")
