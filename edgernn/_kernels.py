@@ -123,6 +123,25 @@ def matmul(A, Wn, Wt, out, rev):
 # ----------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------
+# Gradients carried back through many steps of a vanishing recurrence shrink geometrically and
+# reach float32's subnormal range (1e-45 seen at T=300), where x86 and ARM cores slow down many
+# times (measured: GRU backward B=64 H=32 T=300 took 82 ms in float32 vs 23 ms in float64).
+# A float32 carry below 1e-30 cannot change any float32 gradient, so it is flushed to zero;
+# float64 is left exact (gradient checks).
+TINY32 = np.float32(1e-30)
+
+
+@jit
+def flush_tiny(x):
+    """Set entries of the 2-D float32 array ``x`` with |x| < 1e-30 to zero (float64: no-op)."""
+    if x.itemsize != 4:
+        return
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            if abs(x[i, j]) < TINY32:
+                x[i, j] = ZERO
+
+
 @jit(inline="always")
 def out_deriv(code):
     """True if the activation's derivative is a function of its output alone (sigmoid, tanh)."""
@@ -221,6 +240,7 @@ def rnn_backward(RT, R, lengths, code, alpha, beta, clip, dY, dh, A, Gt, dA):
             if t < lengths[b]:
                 for j in range(H):
                     dh[b, j] = rec[b, j]
+        flush_tiny(dh)
 
 
 # ----------------------------------------------------------------------------------------
@@ -466,6 +486,7 @@ def gru_backward(RT, R, RzrT, Rzr, RhT, Rh, lengths, codes, alphas, betas, clip,
                 if t < lengths[b]:
                     for j in range(H):
                         dh[b, j] = direct[b, j] + back_zr[b, j]  # back_h * r is in direct
+        flush_tiny(dh)
 
 
 # ----------------------------------------------------------------------------------------
@@ -656,6 +677,8 @@ def lstm_backward(RT, R, P, lengths, codes, alphas, betas, clip, input_forget, p
             if t < lengths[b]:
                 for j in range(H):
                     dh[b, j] = rec[b, j]
+        flush_tiny(dh)
+        flush_tiny(dc)
 
 
 # ----------------------------------------------------------------------------------------
@@ -836,6 +859,8 @@ def lstm_backward_bm(RT, lengths, dYt, dhT, dcT, G, Cs, Hc, dA):
         if masked:
             _restore_cols(t, lengths, dhT, save_h)
             _restore_cols(t, lengths, dcT, save_c)
+        flush_tiny(dhT)
+        flush_tiny(dcT)
 
 
 @jit
@@ -938,3 +963,4 @@ def gru_backward_bm(RT, lengths, dYt, dhT, G, Hs, RH, dA, dRec):
             dh[m] += bk[m]
         if masked:
             _restore_cols(t, lengths, dhT, save_h)
+        flush_tiny(dhT)
