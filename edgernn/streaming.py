@@ -141,33 +141,15 @@ def _mv(W, w0, ld, nc, nrows, v, v0, vs, B, out, o0, os, rev):
             out[o0 + b * os + r] = s0
 
 
-# float32 constants of the rational tanh (the float32 cells use it without float64 round trips)
-_F32 = np.float32
-_TC, _T1, _T3, _T5, _T7, _T9, _T11, _T13 = (_F32(A._CLAMP), _F32(A._A1), _F32(A._A3), _F32(A._A5),
-                                            _F32(A._A7), _F32(A._A9), _F32(A._A11), _F32(A._A13))
-_U0, _U2, _U4, _U6 = _F32(A._B0), _F32(A._B2), _F32(A._B4), _F32(A._B6)
-_HALF = _F32(0.5)
+# The float32 cells use the library's rational tanh, whose constants are float32 (so float32
+# data stays in float32 arithmetic).
+_HALF = np.float32(0.5)
 
 
 @jit(inline="always")
 def _tanh32(x):
-    """``fast_tanh`` in float32 arithmetic (only reached by float32 models)."""
-    x = min(max(x, -_TC), _TC)
-    x2 = x * x
-    p = x2 * _T13 + _T11
-    p = x2 * p + _T9
-    p = x2 * p + _T7
-    p = x2 * p + _T5
-    p = x2 * p + _T3
-    p = x2 * p + _T1
-    p = x * p
-    q = x2 * _U6 + _U4
-    q = x2 * q + _U2
-    q = x2 * q + _U0
-    r = p / q
-    # beyond the clamp tanh is 1 to float32 precision: return it exactly (the rational form
-    # gives 1 - 2.4e-7 there, which drifts from onnxruntime over long unbounded recurrences)
-    return r if x < _TC and x > -_TC else x / _TC
+    """``_activations.fast_tanh`` (only reached by float32 models)."""
+    return A.fast_tanh(x)
 
 
 @jit(inline="always")
