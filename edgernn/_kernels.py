@@ -251,6 +251,20 @@ def rnn_backward(RT, R, lengths, code, alpha, beta, clip, dY, dh, A, Gt, dA):
 # r*H for lbr=0 (zero on padded steps).
 # ----------------------------------------------------------------------------------------
 @jit(inline="always")
+def gru_zr_gates(a, g, r, bias, tmp, gt, H, clip, fc, alpha, beta):
+    """z and r of one row: a[:2H] = projection + recurrent product + bias (pre-activations),
+    gt[:2H] = f(clip(a)). Returns the array holding the (clipped) pre-activations."""
+    for j in range(2 * H):
+        a[j] = g[j] + r[j] + bias[j]
+    src = a
+    if clip > 0.0:
+        clamp_into(a[: 2 * H], tmp[: 2 * H], clip)
+        src = tmp
+    act_vec(fc, src[: 2 * H], gt[: 2 * H], alpha, beta)
+    return src
+
+
+@jit(inline="always")
 def gru_row_fast(g, r, bias, Rbh, rh, h, y):
     """One batch row of the default float32 GRU step (fast sigmoid/tanh, lbr=1, no clip);
     ``g`` holds the projection on entry and the gate outputs on exit. Per-gate views indexed
@@ -307,13 +321,7 @@ def gru_forward(G, bias, R, RT, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alp
                 a = A[k, b] if need_a else pre
                 g = G[t, b]
                 r = rec[b]
-                for j in range(2 * H):
-                    a[j] = g[j] + r[j] + bias[j]
-                src = a
-                if clip > 0.0:
-                    clamp_into(a[: 2 * H], tmp[: 2 * H], clip)
-                    src = tmp
-                act_vec(fc, src[: 2 * H], gt[: 2 * H], alphas[0], betas[0])
+                src = gru_zr_gates(a, g, r, bias, tmp, gt, H, clip, fc, alphas[0], betas[0])
                 rhb = rh[b]
                 for j in range(H):
                     rr = r[2 * H + j] + Rbh[j]
@@ -340,13 +348,7 @@ def gru_forward(G, bias, R, RT, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alp
                 a = A[k, b] if need_a else pre
                 g = G[t, b]
                 r = rec_zr[b]
-                for j in range(2 * H):
-                    a[j] = g[j] + r[j] + bias[j]
-                src = a
-                if clip > 0.0:
-                    clamp_into(a[: 2 * H], tmp[: 2 * H], clip)
-                    src = tmp
-                act_vec(fc, src[: 2 * H], gt[: 2 * H], alphas[0], betas[0])
+                src = gru_zr_gates(a, g, r, bias, tmp, gt, H, clip, fc, alphas[0], betas[0])
                 rhb = rh[b]
                 hb = h[b]
                 for j in range(H):
