@@ -354,7 +354,10 @@ class RecurrentLayer(Layer):
         self.grads = {k: g[k] for k in self.params}
         self.initial_state_grads = None
         if given:
-            self.initial_state_grads = self._to_keras([g["h0"]] + ([g["c0"]] if "c0" in g else []))
+            from .. import cells
+
+            names = cells.get(self.cell).state_names
+            self.initial_state_grads = self._to_keras([g[f"{n}0"] for n in names if f"{n}0" in g])
         dx = g["X"]  # (B, T, I)
         return dx if mask is None else dx * mask
 
