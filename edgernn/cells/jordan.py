@@ -265,10 +265,12 @@ def onnx_step(g, layer, d, x, states, base):
     acts = layer.onnx_activations[2 * d: 2 * d + 2]
     ab = layer.alpha_beta_per_activation()[2 * d: 2 * d + 2]
     xy = g.op("Concat", [x, states["y"]], axis=1, base=f"{base}_xy")
-    a = g.op("Gemm", [xy, g.const(np.concatenate([W, U], axis=1).astype(np.float32)), g.const(b.astype(np.float32))],
-             transB=1, base=f"{base}_a")
+    f32 = np.float32
+    a = g.op("Gemm", [xy, g.initializer(f"{base}_WU", np.concatenate([W, U], axis=1).astype(f32)),
+                      g.initializer(f"{base}_b", b.astype(f32))], transB=1, base=f"{base}_a")
     h = onnx_activation(g, acts[0], a, *ab[0], base=f"{base}_h")
-    z = g.op("Gemm", [h, g.const(V.astype(np.float32)), g.const(c.astype(np.float32))], transB=1, base=f"{base}_z")
+    z = g.op("Gemm", [h, g.initializer(f"{base}_V", V.astype(f32)), g.initializer(f"{base}_c", c.astype(f32))],
+             transB=1, base=f"{base}_z")
     y = onnx_activation(g, acts[1], z, *ab[1], base=f"{base}_y")
     return y, {"y": y}
 

@@ -576,7 +576,7 @@ class Bidirectional(Layer):
 
     def __getattr__(self, name):
         layer = self.__dict__.get("layer")
-        if layer is not None and name in _DELEGATED:
+        if layer is not None and (name in _DELEGATED or not name.startswith("_")):  # a cell's own attributes too
             return getattr(layer, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
