@@ -492,4 +492,8 @@ def pack_fused(cell, layer, pk, B, dtype, op):
 
 def state_view(buf, B, off, stride, width):
     """The (B, width) view of a state stored at ``buf[off + b * stride:][:width]``."""
-    return buf[off: off + B * stride].reshape(B, stride)[:, :width]
+    end = off + (B - 1) * stride + width
+    if off < 0 or width > stride or end > buf.size:
+        raise ValueError(f"stream: state region [{off}, {end}) does not fit the buffer of {buf.size}")
+    it = buf.itemsize
+    return np.lib.stride_tricks.as_strided(buf[off:end], shape=(B, width), strides=(stride * it, it))
