@@ -102,10 +102,10 @@ def sizes(P, D, I):
         raise ValueError(f"u: expected shape (num_directions={D}, hidden), got {getattr(u, 'shape', None)}")
     H = u.shape[1]
     if W is None or W.shape != (D, H, I):
-        raise ValueError(f"W: expected shape (num_directions, hidden, input_size) = {(D, H, I)}, "
-                         f"got {getattr(W, 'shape', None)}")
+        raise ValueError(f"W: expected shape (num_directions, hidden, input_size) = {(D, H, I)} (hidden size "
+                         f"{H} from u {u.shape}, input size {I} from X), got {getattr(W, 'shape', None)}")
     if b is not None and b.shape != (D, H):
-        raise ValueError(f"b: expected shape (num_directions, hidden) = {(D, H)}, got {b.shape}")
+        raise ValueError(f"b: expected shape (num_directions, hidden) = {(D, H)} (hidden size from u), got {b.shape}")
     return dict(H=H, O=H, GH=H, NS=H, NA=H, widths=(H,))
 
 
@@ -129,6 +129,12 @@ def _options(activation, activation_alpha, activation_beta, D, dt):
     codes, al, be = resolve(names, CELL.default_activations, D, dt, activation_alpha, activation_beta,
                             arg="activation")
     return {"codes": [(int(codes[d, 0]), float(al[d, 0]), float(be[d, 0])) for d in range(D)]}
+
+
+def example_params(rng, D, I, H, dtype=np.float64):
+    """Random parameters for tests: (params, initial states, output size)."""
+    r = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+    return dict(W=r(D, H, I) * 0.5, u=rng.uniform(-1, 1, (D, H)).astype(dtype), b=r(D, H) * 0.5), {"h": 1}, H
 
 
 # ---- functional API (edgernn.functional.indrnn / indrnn_backward) -------------------------

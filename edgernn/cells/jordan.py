@@ -121,7 +121,8 @@ def sizes(P, D, I):
                                    ("b", b, (D, H), "(num_directions, hidden)"),
                                    ("c", c, (D, O), "(num_directions, output)")):
         if (arr is None and name in ("W", "V")) or (arr is not None and arr.shape != shape):
-            raise ValueError(f"{name}: expected shape {what} = {shape}, got {getattr(arr, 'shape', None)}")
+            raise ValueError(f"{name}: expected shape {what} = {shape} (hidden and output sizes from U {U.shape}, "
+                             f"input size from X), got {getattr(arr, 'shape', None)}")
     return dict(H=H, O=O, GH=H, NS=O, NA=2 * H + O, widths=(O,))
 
 
@@ -148,6 +149,14 @@ def _options(activation, output_activation, D, dt, alphas=None, betas=None):
         names += [activation, output_activation]
     codes, al, be = resolve(names, CELL.default_activations, D, dt, alphas, betas, arg="activation")
     return {"codes": [[(int(codes[d, k]), float(al[d, k]), float(be[d, k])) for k in range(2)] for d in range(D)]}
+
+
+def example_params(rng, D, I, H, dtype=np.float64):
+    """Random parameters for tests: (params, initial states, output size); O = H // 2 + 1."""
+    O = H // 2 + 1
+    r = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+    return dict(W=r(D, H, I) * 0.5, U=r(D, H, O) * 0.5, V=r(D, O, H) * 0.5, b=r(D, H) * 0.5, c=r(D, O) * 0.5), \
+        {"y": 1}, O
 
 
 def jordan(X, W, U, V, b=None, c=None, y0=None, lengths=None, direction="forward", activation="Tanh",
