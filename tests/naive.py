@@ -639,28 +639,31 @@ def torch_reference(cell: str, kw: dict, gY=None, gH=None, gC=None):
 # ----------------------------------------------------------------------------------------
 # Cells without an ONNX operator: one step each, and one driver for all of them.
 # ----------------------------------------------------------------------------------------
-def indrnn_step(x, state, p, d, acts):
-    """IndRNN: h = act(W x + u * h_prev + b). ``state`` is h (H,); returns (y, new state)."""
+def indrnn_step(x, s, p, d, acts):
+    """IndRNN: h = act(W x + u * h_prev + b). ``s``: dict of states; returns (y, new states)."""
     b = 0.0 if p.get("b") is None else p["b"][d]
-    h = activation(acts[0], p["W"][d] @ x + p["u"][d] * state + b)
-    return h, h
+    h = activation(acts[0], p["W"][d] @ x + p["u"][d] * s["h"] + b)
+    return h, {"h": h}
 
 
-def jordan_step(x, state, p, d, acts):
-    """Jordan: h = act(W x + U y_prev + b), y = out_act(V h + c). ``state`` is y (O,)."""
+def jordan_step(x, s, p, d, acts):
+    """Jordan: h = act(W x + U y_prev + b), y = out_act(V h + c); the state is y."""
     b = 0.0 if p.get("b") is None else p["b"][d]
     c = 0.0 if p.get("c") is None else p["c"][d]
-    h = activation(acts[0], p["W"][d] @ x + p["U"][d] @ state + b)
+    h = activation(acts[0], p["W"][d] @ x + p["U"][d] @ s["y"] + b)
     y = activation(acts[1], p["V"][d] @ h + c)
-    return y, y
+    return y, {"y": y}
 
 
+# one naive step per cell driven by ``cell_run`` (the conformance suite's oracle)
 NAIVE_STEPS = {"indrnn": indrnn_step, "jordan": jordan_step}
 
 
-def cell_run(cell, X, params, s0, state_size, lengths=None, direction="forward", acts=("Tanh", "Tanh")):
-    """Naive driver for the steps above: Y (B, T, D, O), final state (B, D, state_size), float64.
+def cell_run(cell, X, params, init, widths, O, lengths=None, direction="forward", acts=("Tanh", "Tanh")):
+    """Naive driver for the steps above, float64.
 
+    ``init``: initial state per name, (B, D, width) or None (zeros); ``widths``: {name: width};
+    ``O``: output size. Returns Y (B, T, D, O) and the final states {name: (B, D, width)}.
     Same conventions as the ONNX cells: padded steps output zero and hold the state, the
     reverse direction runs backwards over each sequence's valid part.
     """
@@ -670,14 +673,16 @@ def cell_run(cell, X, params, s0, state_size, lengths=None, direction="forward",
     B, T, _ = X.shape
     D = 2 if direction == "bidirectional" else 1
     L = np.full(B, T) if lengths is None else np.asarray(lengths)
-    Y = np.zeros((B, T, D, state_size))
-    fin = np.zeros((B, D, state_size))
+    Y = np.zeros((B, T, D, O))
+    fin = {n: np.zeros((B, D, w)) for n, w in widths.items()}
     for d in range(D):
         reverse = direction == "reverse" or d == 1
         for b in range(B):
-            s = np.zeros(state_size) if s0 is None else np.asarray(s0[b, d], np.float64)
+            s = {n: (np.zeros(w) if init.get(n) is None else np.asarray(init[n][b, d], np.float64))
+                 for n, w in widths.items()}
             for t in _time_steps(int(L[b]), reverse):
                 y, s = step(X[b, t], s, p, d, acts)
                 Y[b, t, d] = y
-            fin[b, d] = s
+            for n in widths:
+                fin[n][b, d] = s[n]
     return Y, fin

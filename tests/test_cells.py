@@ -11,6 +11,7 @@ inputs never written to, clear errors naming the argument.
 
 from __future__ import annotations
 
+import naive
 import numpy as np
 import pytest
 
@@ -18,8 +19,6 @@ import edgernn
 import edgernn.functional as F
 from edgernn import Sequential, cells, layers
 from edgernn.layers import Bidirectional, Dense
-
-import naive
 
 ALL = sorted(cells.registered())
 GENERIC = [n for n in ALL if hasattr(cells.get(n).mod(), "example_params")]
@@ -61,12 +60,12 @@ def _case(name, seed, direction, dtype=np.float64, B=None, T=None, I=None, H=Non
     I = I or int(rng.integers(1, 5))
     H = H or int(rng.integers(1, 6))
     D = 2 if direction == "bidirectional" else 1
-    params, states, O = cells.get(name).mod().example_params(rng, D, I, H, dtype)
-    init = {f"{s}0": rng.standard_normal((B, D, O)).astype(dtype) for s in states}
+    params, widths, O = cells.get(name).mod().example_params(rng, D, I, H, dtype)
+    init = {f"{s}0": rng.standard_normal((B, D, w)).astype(dtype) for s, w in widths.items()}
     X = rng.standard_normal((B, T, I)).astype(dtype)
     L = rng.integers(0, T + 1, size=B)
     L[0] = T
-    return X, params, init, L, O
+    return X, params, init, L, O, widths
 
 
 def _call(name, X, params, init, L, direction, **kw):
@@ -82,17 +81,18 @@ def _acts(name):
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_naive_oracle(name, direction, seed):
-    X, params, init, L, O = _case(name, seed, direction)
-    Y, Yh = _call(name, X, params, init, L, direction)
-    s0 = next(iter(init.values()))
-    Yn, Hn = naive.cell_run(name, X, params, s0, O, L, direction, acts=_acts(name))
-    np.testing.assert_allclose(Y, Yn, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(Yh, Hn, rtol=0, atol=1e-12)
+    X, params, init, L, O, widths = _case(name, seed, direction)
+    out = _call(name, X, params, init, L, direction)
+    Yn, fin = naive.cell_run(name, X, params, {k[:-1]: v for k, v in init.items()}, widths, O, L, direction,
+                             acts=_acts(name))
+    np.testing.assert_allclose(out[0], Yn, rtol=0, atol=1e-12)
+    for k, n in enumerate(cells.get(name).state_names):  # final states, in the API's order
+        np.testing.assert_allclose(out[1 + k], fin[n], rtol=0, atol=1e-12)
     # float32: computed in float32, close to the float64 oracle
     X32 = X.astype(np.float32)
     p32 = {k: v.astype(np.float32) for k, v in params.items()}
     i32 = {k: v.astype(np.float32) for k, v in init.items()}
-    Y32, _ = _call(name, X32, p32, i32, L, direction)
+    Y32 = _call(name, X32, p32, i32, L, direction)[0]
     assert Y32.dtype == np.float32
     np.testing.assert_allclose(Y32, Yn, rtol=0, atol=2e-5)
 
@@ -100,18 +100,17 @@ def test_matches_naive_oracle(name, direction, seed):
 @pytest.mark.parametrize("name", GENERIC)
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_finite_differences(name, direction):
-    X, params, init, L, O = _case(name, 3, direction, B=3, T=5, I=3, H=4)
+    X, params, init, L, O, widths = _case(name, 3, direction, B=3, T=5, I=3, H=4)
     L = np.array([5, 2, 0])
-    Y, Yh, cache = _call(name, X, params, init, L, direction, train=True)
+    *outs, cache = _call(name, X, params, init, L, direction, train=True)
     rng = np.random.default_rng(7)
-    wY, wH = rng.standard_normal(Y.shape), rng.standard_normal(Yh.shape)
-    grads = getattr(F, cells.get(name).functional[1])(cache, wY, wH)
+    ws = [rng.standard_normal(o.shape) for o in outs]  # weights of Y and of every final state
+    grads = getattr(F, cells.get(name).functional[1])(cache, *ws)
     inputs = {"X": X, **params, **init}
     assert set(grads) == set(inputs)
 
     def loss():
-        y, h = _call(name, X, params, init, L, direction)
-        return float((y * wY).sum() + (h * wH).sum())
+        return float(sum((o * w).sum() for o, w in zip(_call(name, X, params, init, L, direction), ws, strict=True)))
 
     eps = 1e-6
     for key, arr in inputs.items():
@@ -129,29 +128,30 @@ def test_finite_differences(name, direction):
 
 @pytest.mark.parametrize("name", GENERIC)
 def test_inputs_never_written(name):
-    X, params, init, L, O = _case(name, 4, "bidirectional", dtype=np.float32, B=2, H=1)
+    X, params, init, L, O, widths = _case(name, 4, "bidirectional", dtype=np.float32, B=2, H=1)
     copies = {k: v.copy() for k, v in {"X": X, **params, **init}.items()}
-    Y, Yh, cache = _call(name, X, params, init, L, "bidirectional", train=True)
-    dY, dH = np.ones_like(Y), np.ones_like(Yh)
-    getattr(F, cells.get(name).functional[1])(cache, dY, dH)
-    Y2, _ = _call(name, X, params, init, L, "bidirectional")
-    np.testing.assert_array_equal(Y, Y2)
+    *outs, cache = _call(name, X, params, init, L, "bidirectional", train=True)
+    ds = [np.ones_like(o) for o in outs]
+    getattr(F, cells.get(name).functional[1])(cache, *ds)
+    np.testing.assert_array_equal(outs[0], _call(name, X, params, init, L, "bidirectional")[0])
     for k, v in {"X": X, **params, **init}.items():
         np.testing.assert_array_equal(v, copies[k], err_msg=k)
-    assert np.all(dY == 1) and np.all(dH == 1)
+    assert all(np.all(d == 1) for d in ds)
 
 
 @pytest.mark.parametrize("name", GENERIC)
 def test_bad_input_names_the_argument(name):
-    X, params, init, L, O = _case(name, 5, "forward", B=2, T=3, I=2, H=3)
+    X, params, init, L, O, widths = _case(name, 5, "forward", B=2, T=3, I=2, H=3)
     for key in params:
         bad = dict(params)
         bad[key] = params[key][..., :-1] if params[key].shape[-1] > 1 else params[key][:, None]
         with pytest.raises(ValueError, match=rf"\b{key}\b"):
             _call(name, X, bad, init, L, "forward")
-    s = next(iter(init))
-    with pytest.raises(ValueError, match=s):
-        _call(name, X, params, {s: init[s][:, :, :-1] if O > 1 else init[s][:1, :, :1][:0]}, L, "forward")
+    for s in init:
+        bad = dict(init)
+        bad[s] = init[s][:, :, :-1] if init[s].shape[2] > 1 else init[s][:1]
+        with pytest.raises(ValueError, match=s):
+            _call(name, X, params, bad, L, "forward")
     with pytest.raises(ValueError, match="lengths"):
         _call(name, X, params, init, np.array([4, 1]), "forward")
     with pytest.raises(ValueError, match="direction"):

@@ -132,9 +132,9 @@ def _options(activation, activation_alpha, activation_beta, D, dt):
 
 
 def example_params(rng, D, I, H, dtype=np.float64):
-    """Random parameters for tests: (params, initial states, output size)."""
+    """Random parameters for tests: (params, {state name: width}, output size)."""
     r = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
-    return dict(W=r(D, H, I) * 0.5, u=rng.uniform(-1, 1, (D, H)).astype(dtype), b=r(D, H) * 0.5), {"h": 1}, H
+    return dict(W=r(D, H, I) * 0.5, u=rng.uniform(-1, 1, (D, H)).astype(dtype), b=r(D, H) * 0.5), {"h": H}, H
 
 
 # ---- functional API (edgernn.functional.indrnn / indrnn_backward) -------------------------

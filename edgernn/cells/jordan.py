@@ -152,11 +152,11 @@ def _options(activation, output_activation, D, dt, alphas=None, betas=None):
 
 
 def example_params(rng, D, I, H, dtype=np.float64):
-    """Random parameters for tests: (params, initial states, output size); O = H // 2 + 1."""
+    """Random parameters for tests: (params, {state name: width}, output size); O = H // 2 + 1."""
     O = H // 2 + 1
     r = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
     return dict(W=r(D, H, I) * 0.5, U=r(D, H, O) * 0.5, V=r(D, O, H) * 0.5, b=r(D, H) * 0.5, c=r(D, O) * 0.5), \
-        {"y": 1}, O
+        {"y": O}, O
 
 
 def jordan(X, W, U, V, b=None, c=None, y0=None, lengths=None, direction="forward", activation="Tanh",

@@ -79,6 +79,12 @@ def register(*layer_types):
     return deco
 
 
+def _is_cell_layer(cls):
+    """True for a layer class a cell module defines (exactly; a user's subclass is not one)."""
+    spec = cells.registered().get(getattr(cls, "cell", None))
+    return spec is not None and any(getattr(spec.mod(), n, None) is cls for n in spec.layers)
+
+
 def get_converter(layer):
     """The converter registered for ``type(layer)`` (exact class match).
 
@@ -88,8 +94,8 @@ def get_converter(layer):
         If no converter is registered for the layer's class.
     """
     fn = _CONVERTERS.get(type(layer))
-    if fn is None and isinstance(layer, RecurrentLayer):
-        fn = convert_recurrent  # every registered cell: a native node or its step in a Scan
+    if fn is None and isinstance(layer, RecurrentLayer) and _is_cell_layer(type(layer)):
+        fn = convert_recurrent  # every registered cell's layer: a native node or its step in a Scan
     if fn is None:
         raise UnsupportedError(layer, "no ONNX converter for this layer class",
                                "register one with @edgernn.onnx.register(" + type(layer).__name__ + ")")
