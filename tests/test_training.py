@@ -313,12 +313,18 @@ def test_progress_bar_output(monkeypatch):
     m = _tiny()
     err = io.StringIO()
     monkeypatch.setattr("sys.stderr", err)
-    m.fit(x, y, epochs=2, verbose=1)  # not a TTY: quiet
     m.fit(x, y, epochs=2, verbose=0)
     assert err.getvalue() == ""
-    m.fit(x, y, epochs=2, verbose=2)
-    lines = err.getvalue().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("Epoch 1/2") and "loss:" in lines[0]
+    for verbose in (1, 2, "auto"):  # not a TTY (a log, CI, a notebook): one line per epoch, as Keras
+        err.seek(0)
+        err.truncate()
+        if verbose == "auto":
+            m.fit(x, y, epochs=2)  # the default
+        else:
+            m.fit(x, y, epochs=2, verbose=verbose)
+        lines = err.getvalue().splitlines()
+        assert len(lines) == 2 and lines[0].startswith("Epoch 1/2") and "loss:" in lines[0], verbose
+        assert "\r" not in err.getvalue()
     tty = FakeTTY()
     monkeypatch.setattr("sys.stderr", tty)
     m.fit(x, y, epochs=1, batch_size=8, verbose=1)
