@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 import time
 import warnings
@@ -593,8 +594,10 @@ class Sequential:
         if first is None:
             return 0.0
         xb, yb, lb, _ = first
-        if _kernels_cached() is False and bar is not None:
-            bar.message("compiling kernels once for this machine (numba caches them)...")
+        if _kernels_cached() is False:
+            logger.info("compiling kernels once for this machine (numba caches them)...")
+            if bar is not None:
+                bar.message("compiling kernels once for this machine (numba caches them)...")
         t0 = time.perf_counter()
         inner = [getattr(layer, "layer", layer) for layer in self._layers]
         saved = [(layer, layer._states) for layer in inner if isinstance(layer, RecurrentLayer)]
@@ -1005,10 +1008,19 @@ class Sequential:
 
     # ---- summary ------------------------------------------------------------------------------
     def summary(self, print_fn=None, line_length=78):
-        """The layer table: output shapes and parameter counts, totals.
+        """Print the layer table (output shapes, parameter counts, totals), as Keras does.
 
-        Returns the text (a ``str`` that a REPL shows as the table); it is also passed to
-        ``print_fn`` if given, else logged at INFO level on the ``"edgernn"`` logger.
+        Parameters
+        ----------
+        print_fn : callable, optional
+            Receives the whole table as one string; default: written to ``sys.stdout``.
+            Pass ``print_fn=lambda s: None`` to only get the text.
+        line_length : int
+
+        Returns
+        -------
+        Summary
+            The text (a ``str``), so ``text = model.summary(print_fn=...)`` keeps it.
         """
         def fmt(shape):
             if shape is None:
@@ -1042,7 +1054,8 @@ class Sequential:
         if print_fn is not None:
             print_fn(text)
         else:
-            logger.info("%s", text)
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
         return text
 
     def stream(self, batch_size=1):
