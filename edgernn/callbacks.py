@@ -417,7 +417,12 @@ class ProgressBar(Callback):
             return
         now = time.perf_counter()
         done = batch + 1
-        if now - self._last < self.interval and done < self.steps:
+        self._done = done
+        if now - self._last < self.interval and (self.steps is None or done < self.steps):
+            return
+        if self.steps is None:  # a generator of unknown length: a counter, no bar
+            self._last = now
+            self._write(f"\r{done} steps - {now - self._t0:.0f}s - {_fmt_logs(logs or {})}\033[K")
             return
         self._last = now
         frac = done / max(self.steps, 1)
@@ -431,8 +436,9 @@ class ProgressBar(Callback):
     def on_epoch_end(self, epoch, logs=None):
         elapsed = time.perf_counter() - self._t0
         if self._live():
-            n = len(str(self.steps))
-            self._write(f"\r{self.steps:>{n}}/{self.steps} [{'=' * self.width}] - {elapsed:.1f}s - "
+            steps = self.steps if self.steps is not None else getattr(self, "_done", 0)
+            n = len(str(steps))
+            self._write(f"\r{steps:>{n}}/{steps} [{'=' * self.width}] - {elapsed:.1f}s - "
                         f"{_fmt_logs(logs or {})}\033[K\n")
         elif self.verbose:
             self._write(f"Epoch {epoch + 1}/{self.epochs} - {elapsed:.1f}s - {_fmt_logs(logs or {})}\n")

@@ -187,3 +187,16 @@ def test_save_h5_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match=r"HDF5.*\.npz"):
         m.save(tmp_path / "m.h5")
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_progress_bar_with_a_generator_of_unknown_length(monkeypatch):
+    import io
+
+    class TTY(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = TTY()
+    monkeypatch.setattr("sys.stderr", out)
+    reg().fit(((X[i:i + 8], Y[i:i + 8]) for i in range(0, 32, 8)), epochs=1, verbose=1)
+    assert "4/4 [" in out.getvalue() and "loss:" in out.getvalue()
