@@ -292,7 +292,8 @@ class VerifyReport:
     max_rel: float = 0.0
     cases: list = field(default_factory=list)
     passed: bool = True
-    weights_compared: int = 0  # weight arrays found bit-identical in the graph(s)
+    weights_compared: int = 0  # weight arrays of the model looked up in the graph(s)
+    weight_problems: list = field(default_factory=list)  # those not found bit-identical
 
     def compare(self, graph, batch, length, what, got, ref):
         """Add one case comparing ``got`` (onnxruntime) with ``ref`` (predict)."""
@@ -303,7 +304,7 @@ class VerifyReport:
     def as_dict(self):
         return {"paths": list(self.paths), "opsets": list(self.opsets), "atol": self.atol, "rtol": self.rtol,
                 "max_abs": self.max_abs, "max_rel": self.max_rel, "passed": self.passed,
-                "weights_compared": self.weights_compared,
+                "weights_compared": self.weights_compared, "weight_problems": list(self.weight_problems),
                 "cases": [c.__dict__.copy() for c in self.cases]}
 
     def table(self) -> str:
@@ -541,7 +542,9 @@ def _same_bits(a, b):
 
 
 def _compare_weights(model, proto, path):
-    """Every weight of ``model`` must be in the graph, bit for bit; returns how many were compared."""
+    """Every weight of ``model`` must be in the graph, bit for bit.
+
+    Returns (number compared, list of problems); raises VerificationError for an unreadable tensor."""
     from onnx import numpy_helper
 
     tensors = _graph_arrays(proto, path)
@@ -557,6 +560,7 @@ def _compare_weights(model, proto, path):
         return cache[name]
 
     n = 0
+    problems = []
     for label, name, want in _model_weights(model):
         if name in tensors:
             got = array(name)
@@ -568,14 +572,15 @@ def _compare_weights(model, proto, path):
                     diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
                     detail = (f"{int(bad.sum())} of {want.size} values differ, max abs difference "
                               f"{float(np.nanmax(np.where(bad, diff, 0))):.3g}")
-                raise VerificationError(f"{path}: graph weight {name!r} is not the model's {label}: {detail}")
+                problems.append(f"{os.path.basename(path)}: graph weight {name!r} differs from the model's "
+                                f"{label} ({detail})")
         elif not want.any():  # all zeros: the exporter may leave out an optional input (ONNX default 0)
             continue
         elif not any(_same_bits(array(t), want) for t in tensors if list(tensors[t].dims) == list(want.shape)):
-            raise VerificationError(f"{path}: the graph holds no copy of the model's weight {label} "
-                                    f"(shape {want.shape}); not exported from this model, or tampered")
+            problems.append(f"{os.path.basename(path)}: the graph holds no copy of the model's weight {label} "
+                            f"(shape {want.shape}): it differs from the model (another model's export, or tampered)")
         n += 1
-    return n
+    return n, problems
 
 
 def _load_graph(p, check):
@@ -661,7 +666,9 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
         for p in paths:
             proto, meta = _load_graph(p, check)
             report.opsets.append(next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0))
-            report.weights_compared += _compare_weights(model, proto, p)
+            n, problems = _compare_weights(model, proto, p)
+            report.weights_compared += n
+            report.weight_problems += problems
             default, no_time = _default_cases(model, meta)
             cs = list(cases) if cases is not None else default
             try:
@@ -674,17 +681,24 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
                     _verify_streaming(model, sess, meta, p, report, cs, no_time, rng, guard)
                 else:
                     _verify_full(model, sess, meta, p, report, cs, no_time, rng, guard)
-            except VerificationError:
-                raise
             except (RuntimeError, KeyError, IndexError, ValueError, TypeError) as exc:
                 # onnxruntime failing to run, renamed inputs/outputs, unexpected shapes: a tampered graph
+                if report.weight_problems:
+                    report.passed = False
+                    raise VerificationError("; ".join(report.weight_problems), report) from None
+                if isinstance(exc, VerificationError):
+                    raise
                 raise VerificationError(f"{p}: running the graph failed ({type(exc).__name__}: "
                                         f"{str(exc)[:300]})") from None
     finally:
         guard.restore()
     report.max_abs = max((c.max_abs for c in report.cases), default=0.0)
     report.max_rel = max((c.max_rel for c in report.cases), default=0.0)
-    report.passed = all(c.ok for c in report.cases)
+    report.passed = all(c.ok for c in report.cases) and not report.weight_problems
+    if report.weight_problems:
+        outputs = ("" if all(c.ok for c in report.cases) else
+                   f"; outputs differ too: max abs error {report.max_abs:.3g} > {atol:g}")
+        raise VerificationError("; ".join(report.weight_problems) + outputs + "\n" + report.table(), report)
     if not report.passed:
         worst = max((c for c in report.cases if not c.ok), key=lambda c: c.max_abs)
         raise VerificationError(
