@@ -174,7 +174,12 @@ def save_model(model, path):
               "model": {"class_name": type(model).__name__, "config": _jsonable_config(model.get_config())},
               "compile": _compile_config(model), "weights": _manifest(model),
               "meta": getattr(model, "meta", {})}
-    arrays["__config__"] = np.array(json.dumps(header, allow_nan=False))
+    try:
+        text = json.dumps(header, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"save: the model's config or model.meta is not plain JSON (strings, finite numbers, "
+                         f"true/false/null, lists, dicts): {exc}") from None
+    arrays["__config__"] = np.array(text)
     arrays["__format_version__"] = np.array(FORMAT_VERSION, np.int64)
     target = os.path.realpath(path) if os.path.islink(path) else path  # write through a symlink
     directory = os.path.dirname(os.path.abspath(target))

@@ -303,3 +303,11 @@ def test_foreign_format_suffix_is_refused(tmp_path):
 def test_save_into_missing_directory_names_it(tmp_path):
     with pytest.raises(FileNotFoundError):
         small().save(tmp_path / "nodir" / "m.npz")
+
+
+def test_meta_must_be_plain_json(tmp_path):
+    m = small()
+    m.meta = {"scale": float("nan")}
+    with pytest.raises(ValueError, match="plain JSON"):
+        m.save(tmp_path / "m.npz")
+    assert os.listdir(tmp_path) == []
