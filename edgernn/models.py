@@ -767,6 +767,9 @@ class Sequential:
                 np.copyto(s, layer.params[k])
             params = [layer.params[k] for layer, k in pairs]
             self.optimizer.apply(params, grads, sq)
+            for layer in {id(la): la for la, _ in pairs}.values():  # constraints (IndRNN's |u| bound)
+                if hasattr(layer, "constrain"):
+                    layer.constrain()
             for (layer, k), p in zip(pairs, params, strict=True):
                 if not math.isfinite(float(p.sum(dtype=np.float64))):
                     raise _Diverged(f"the update made weight {layer.name}/{k} NaN or inf")
@@ -1173,12 +1176,13 @@ _WARM: set = set()  # (cells..., dtype) of the fits whose kernels are compiled i
 
 
 def _kernels_cached():
-    """False when numba has no cache yet for edgernn's kernels (they will be compiled), True when
-    it has, None when unknown."""
+    """False when numba has no cache yet for some of edgernn's kernels (they will be compiled),
+    True when it has, None when unknown."""
     try:
-        from . import _kernels
-
-        disp = [f for f in vars(_kernels).values() if hasattr(f, "_cache") and hasattr(f, "signatures")]
+        disp = [f for name, mod in list(sys.modules.items()) if name.startswith("edgernn.") and mod is not None
+                for f in list(vars(mod).values()) if hasattr(f, "_cache") and hasattr(f, "signatures")]
+        if not disp:
+            return None
         return all(f.signatures or os.path.exists(f._cache._cache_file._index_path) for f in disp)
     except Exception:  # noqa: BLE001 - numba internals: only decides whether to show a message
         return None

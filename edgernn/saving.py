@@ -310,7 +310,7 @@ def _check_layer_config(spec, where, nested=False):
             if nested:
                 raise _Bad(f"{w}: nested Bidirectional layers")
             _check_layer_config(v, f"{where} inner layer", nested=True)
-        elif isinstance(v, (dict, list)) and cls.__module__.startswith("edgernn."):
+        elif isinstance(v, (dict, list)) and cls.__module__ in ("edgernn.layers.core", "edgernn.layers.recurrent"):
             raise _Bad(f"{w}: unexpected value {json.dumps(v)[:40]}")
     if name == "Bidirectional" and "layer" not in cfg:
         raise _Bad(f"{where} (Bidirectional) has no inner 'layer'")
@@ -368,7 +368,7 @@ def _check_header(header):
 def _expected_weights(layer, input_shape, dtype):
     """{name: shape} of ``layer``'s stored arrays for ``input_shape``, computed without building
     it; None for a layer class this loader does not know (a registered custom layer)."""
-    from .layers import Activation, Bidirectional, Dense, Dropout, Embedding, Masking, RecurrentLayer
+    from .layers import GRU, LSTM, Activation, Bidirectional, Dense, Dropout, Embedding, Masking, SimpleRNN
 
     if type(layer) in (Dropout, Activation, Masking):
         return {}
@@ -385,7 +385,7 @@ def _expected_weights(layer, input_shape, dtype):
             raise _Bad(f"layer {layer.name!r}: Embedding expects token ids (batch, time)")
         return {"embeddings": (layer.input_dim, layer.output_dim)}
     rec = layer.layer if isinstance(layer, Bidirectional) else layer
-    if isinstance(rec, RecurrentLayer) and type(rec).__module__ == "edgernn.layers.recurrent":
+    if type(rec) in (SimpleRNN, GRU, LSTM):  # other cells' layers: checked after building
         if len(input_shape) != 2 or input_shape[-1] is None:
             raise _Bad(f"layer {layer.name!r}: expects (time, features) input with known features, "
                        f"got {input_shape}")
