@@ -525,8 +525,10 @@ def _model_weights(model):
     """[(label, graph name, float32 array)]: every weight array of ``model`` as the exporter writes it."""
     out = []
     for layer in model.layers:
-        if hasattr(layer, "onnx_weights") and getattr(layer, "cell", None):
-            w = layer.onnx_weights()
+        if getattr(layer, "cell", None) is not None:
+            w = layer.onnx_weights() if layer.cell in ("rnn", "gru", "lstm") else {}
+            if not {"W", "R", "Wb", "Rb"} <= set(w):
+                continue  # other cells export derived tensors (IndRNN's diag(u), Jordan's Scan): outputs only
             out += [(f"{layer.name}/W", f"{layer.name}_W", w["W"]), (f"{layer.name}/R", f"{layer.name}_R", w["R"]),
                     (f"{layer.name}/Wb+Rb", f"{layer.name}_B", np.concatenate([w["Wb"], w["Rb"]], axis=1))]
             if w.get("P") is not None:
@@ -620,9 +622,9 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
       prediction (every step for a sequence output, else the last step, and a middle step
       against ``predict`` on the prefix).
 
-    Before running anything, every weight array of the model (recurrent ``W``, ``R``, the
-    biases ``Wb``/``Rb`` as ONNX' ``B``, peepholes, Dense kernels and biases, embeddings) must be
-    in the graph bit for bit (as float32): a tampered or stale file is caught even where its
+    Before running anything, every weight array of the model (``W``, ``R``, the biases
+    ``Wb``/``Rb`` as ONNX' ``B`` and peepholes of SimpleRNN/GRU/LSTM layers, Dense kernels and
+    biases, embeddings) must be in the graph bit for bit (as float32): a tampered or stale file is caught even where its
     outputs would differ by less than ``atol``.
 
     The carried states of stateful layers are restored afterwards.
