@@ -5,9 +5,10 @@ A callback sees ``on_train_begin(logs)``, ``on_epoch_begin(epoch, logs)``,
 ``self.model`` is the model being trained and setting ``model.stop_training = True`` ends
 training after the current epoch.
 
-Divergence handling is built into ``fit`` (no callback needed): when the loss or a gradient
-becomes NaN or inf, training stops, the weights from before the offending update are put
-back and ``TrainingDiverged`` is raised, naming the epoch and batch.
+Divergence handling is built into ``fit`` (no callback needed): when the loss, a gradient or
+a weight becomes NaN or inf, or the loss explodes (``Sequential.divergence_factor`` times the
+first batch loss), training stops, the last good weights are put back and ``TrainingDiverged``
+is raised, naming the epoch and batch. Checked before and after every update and at the end.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import time
 import warnings
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "LearningRateScheduler",
-           "ProgressBar", "TrainingDiverged"]
+           "ReduceLROnPlateau", "ProgressBar", "TrainingDiverged"]
 
 logger = logging.getLogger("edgernn")
 
 
 class TrainingDiverged(FloatingPointError, RuntimeError):
-    """The loss or a gradient became NaN/inf during ``fit``; the model holds the last good weights.
+    """The loss, a gradient or a weight became NaN/inf (or the loss exploded) during ``fit``;
+    the model holds the last good weights.
 
     Attributes
     ----------
@@ -88,12 +90,19 @@ class CallbackList:
 
 
 class History(Callback):
-    """Records the logs of each epoch: ``history.history["loss"]`` is a list, one per epoch."""
+    """Records the logs of each epoch: ``history.history["loss"]`` is a list, one per epoch.
+
+    ``fit`` also sets ``train_seconds`` (the epochs' wall time) and ``compile_seconds`` (time
+    spent compiling edgernn's kernels for the first time in this process, before training and
+    not included in ``train_seconds``).
+    """
 
     def __init__(self):
         super().__init__()
         self.history = {}
         self.epoch = []
+        self.train_seconds = 0.0  # wall time of the epochs (set by fit)
+        self.compile_seconds = 0.0  # first-time kernel compilation before training (set by fit)
 
     def on_train_begin(self, logs=None):
         self.history = {}
@@ -261,17 +270,102 @@ class LearningRateScheduler(Callback):
             logs["lr"] = self.model.optimizer.current_learning_rate()
 
 
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stops improving (Keras).
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch logs, default ``"val_loss"``.
+    factor : float in (0, 1)
+    patience : int
+        Epochs without improvement before reducing.
+    mode : {"auto", "min", "max"}
+    min_delta : float
+        Smallest change that counts as an improvement.
+    cooldown : int
+        Epochs to wait after a reduction before counting again.
+    min_lr : float
+        Lower bound of the learning rate.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto", min_delta=1e-4,
+                 cooldown=0, min_lr=0.0, **kwargs):
+        super().__init__()
+        if kwargs:
+            raise TypeError(f"ReduceLROnPlateau: unexpected arguments {sorted(kwargs)}")
+        factor = float(factor)
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor}")
+        self.monitor = monitor
+        self.factor = factor
+        self.patience = int(patience)
+        self.verbose = verbose
+        self.mode = _better(mode, monitor)
+        self.min_delta = abs(float(min_delta))
+        self.cooldown = int(cooldown)
+        self.min_lr = float(min_lr)
+        self._reset()
+
+    def _reset(self):
+        self.best = None
+        self.wait = 0
+        self.cooldown_counter = 0
+        self._warned = False
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        opt = self.model.optimizer
+        value = logs.get(self.monitor)
+        if value is None:
+            if not self._warned:
+                warnings.warn(f"ReduceLROnPlateau: monitored metric {self.monitor!r} is not available; "
+                              f"available: {sorted(logs)}", RuntimeWarning, stacklevel=2)
+                self._warned = True
+            logs["lr"] = opt.current_learning_rate()
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        improved = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
+                                         else value > self.best + self.min_delta)
+        if improved:
+            self.best = value
+            self.wait = 0
+        elif self.cooldown_counter <= 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                if callable(opt.learning_rate):
+                    raise ValueError("ReduceLROnPlateau: the optimizer's learning_rate is a schedule; "
+                                     "give it a float learning rate")
+                old = opt.current_learning_rate()
+                if old > self.min_lr:
+                    new = max(old * self.factor, self.min_lr)
+                    opt.learning_rate = new
+                    if self.verbose:
+                        logger.info("epoch %d: ReduceLROnPlateau reducing learning rate to %g", epoch + 1, new)
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0
+        logs["lr"] = opt.current_learning_rate()
+
+
 def _fmt_logs(logs):
     return " - ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in logs.items())
 
 
 class ProgressBar(Callback):
-    """Progress on stderr: a live bar on a terminal (``verbose=1``), one line per epoch
-    (``verbose=2``), nothing for ``verbose=0`` or when ``verbose=1`` and stderr is not a TTY.
+    """Progress on stderr, as Keras' ``verbose``.
+
+    ``verbose="auto"`` or 1: a live bar when the stream is a terminal, one line per epoch
+    otherwise (log files, CI, ``nohup``, notebooks, whose streams are not TTYs); 2: one line
+    per epoch; 0: nothing.
 
     Parameters
     ----------
-    verbose : int
+    verbose : {"auto", 0, 1, 2}
     stream : file, optional
         Defaults to ``sys.stderr`` (looked up at use time).
     interval : float
@@ -280,7 +374,7 @@ class ProgressBar(Callback):
 
     def __init__(self, verbose=1, stream=None, interval=0.1, width=30):
         super().__init__()
-        self.verbose = int(verbose)
+        self.verbose = 1 if verbose == "auto" else int(verbose)
         self.stream = stream
         self.interval = float(interval)
         self.width = int(width)
@@ -296,6 +390,11 @@ class ProgressBar(Callback):
             return bool(isatty and isatty())
         except ValueError:  # closed stream
             return False
+
+    def message(self, text):
+        """Write one line (e.g. "compiling kernels ...") unless silent."""
+        if self.verbose:
+            self._write(text + "\n")
 
     def on_train_begin(self, logs=None):
         self.epochs = self.model._fit_params.get("epochs", 1)
@@ -318,7 +417,12 @@ class ProgressBar(Callback):
             return
         now = time.perf_counter()
         done = batch + 1
-        if now - self._last < self.interval and done < self.steps:
+        self._done = done
+        if now - self._last < self.interval and (self.steps is None or done < self.steps):
+            return
+        if self.steps is None:  # a generator of unknown length: a counter, no bar
+            self._last = now
+            self._write(f"\r{done} steps - {now - self._t0:.0f}s - {_fmt_logs(logs or {})}\033[K")
             return
         self._last = now
         frac = done / max(self.steps, 1)
@@ -332,8 +436,9 @@ class ProgressBar(Callback):
     def on_epoch_end(self, epoch, logs=None):
         elapsed = time.perf_counter() - self._t0
         if self._live():
-            n = len(str(self.steps))
-            self._write(f"\r{self.steps:>{n}}/{self.steps} [{'=' * self.width}] - {elapsed:.1f}s - "
+            steps = self.steps if self.steps is not None else getattr(self, "_done", 0)
+            n = len(str(steps))
+            self._write(f"\r{steps:>{n}}/{steps} [{'=' * self.width}] - {elapsed:.1f}s - "
                         f"{_fmt_logs(logs or {})}\033[K\n")
-        elif self.verbose == 2:
+        elif self.verbose:
             self._write(f"Epoch {epoch + 1}/{self.epochs} - {elapsed:.1f}s - {_fmt_logs(logs or {})}\n")

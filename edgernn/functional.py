@@ -395,6 +395,7 @@ _TASK_MIN_MACS = 4_000_000
 _TASK_MIN_BATCH = 8
 _POOL = None
 _POOL_SIZE = 0
+_POOL_LOCK = threading.Lock()
 
 
 def _tasks(B, T, D, GH, K_in):
@@ -417,13 +418,17 @@ def _run_tasks(fns, parallel):
     if not parallel:
         return [f() for f in fns]
     n = get_num_threads()
-    if _POOL is None or _POOL_SIZE != n:
-        if _POOL is not None:
-            _POOL.shutdown(wait=False)
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="edgernn")
-        _POOL_SIZE = n
     with blas_limit(1):
-        futures = [_POOL.submit(f) for f in fns]
+        # Replacing the pool (set_num_threads) and submitting happen under one lock: another thread
+        # never submits to a pool that was just shut down. A replaced pool still runs what was
+        # queued on it (shutdown(wait=False) cancels nothing).
+        with _POOL_LOCK:
+            if _POOL is None or _POOL_SIZE != n:
+                if _POOL is not None:
+                    _POOL.shutdown(wait=False)
+                _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="edgernn")
+                _POOL_SIZE = n
+            futures = [_POOL.submit(f) for f in fns]
         return [f.result() for f in futures]
 
 

@@ -48,7 +48,7 @@ class Loss:
         raise ValueError(f"loss {self.name!r}: targets of shape {y.shape} do not match model outputs "
                          f"of shape {tuple('batch' if i == 0 else d for i, d in enumerate(want))}")
 
-    def value_and_grad(self, y_true, y_pred, mask=None):
+    def value_and_grad(self, y_true, y_pred, mask=None, sample_weight=None):
         """Mean loss and its gradient w.r.t. ``y_pred``.
 
         Parameters
@@ -58,6 +58,9 @@ class Loss:
         y_pred : ndarray (B, ..., F)
         mask : ndarray (B,) or (B, T), optional
             Weights of each sample / step (0 for padding).
+        sample_weight : ndarray (B,) or (B, T), optional
+            Loss weights (Keras' ``sample_weight``): the loss is the mean over the valid samples
+            / steps of the weighted losses (``sum(L * w * mask) / sum(mask)``).
 
         Returns
         -------
@@ -65,12 +68,21 @@ class Loss:
         grad : ndarray like ``y_pred``
         """
         L, dL = self.elementwise(y_true, y_pred)  # (B[, T]), (B[, T], F)
+        if sample_weight is not None:
+            sw = np.asarray(sample_weight, dtype=y_pred.dtype)
+            sw = sw.reshape(sw.shape + (1,) * (L.ndim - sw.ndim))
         if mask is None:
             n = L.size
-            return float(L.sum() / max(n, 1)), dL * y_pred.dtype.type(1.0 / max(n, 1))
+            scale = y_pred.dtype.type(1.0 / max(n, 1))
+            if sample_weight is None:
+                return float(L.sum() / max(n, 1)), dL * scale
+            w = np.broadcast_to(sw, L.shape)
+            return float((L * w).sum() * scale), dL * (w * scale)[..., None]
         w = mask.astype(y_pred.dtype)
         n = float(w.sum())
         scale = y_pred.dtype.type(1.0 / max(n, 1.0))
+        if sample_weight is not None:
+            w = w * sw
         return float((L * w).sum() * scale), dL * (w * scale)[..., None]
 
     def __call__(self, y_true, y_pred, mask=None):

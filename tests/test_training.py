@@ -313,12 +313,18 @@ def test_progress_bar_output(monkeypatch):
     m = _tiny()
     err = io.StringIO()
     monkeypatch.setattr("sys.stderr", err)
-    m.fit(x, y, epochs=2, verbose=1)  # not a TTY: quiet
     m.fit(x, y, epochs=2, verbose=0)
     assert err.getvalue() == ""
-    m.fit(x, y, epochs=2, verbose=2)
-    lines = err.getvalue().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("Epoch 1/2") and "loss:" in lines[0]
+    for verbose in (1, 2, "auto"):  # not a TTY (a log, CI, a notebook): one line per epoch, as Keras
+        err.seek(0)
+        err.truncate()
+        if verbose == "auto":
+            m.fit(x, y, epochs=2)  # the default
+        else:
+            m.fit(x, y, epochs=2, verbose=verbose)
+        lines = err.getvalue().splitlines()
+        assert len(lines) == 2 and lines[0].startswith("Epoch 1/2") and "loss:" in lines[0], verbose
+        assert "\r" not in err.getvalue()
     tty = FakeTTY()
     monkeypatch.setattr("sys.stderr", tty)
     m.fit(x, y, epochs=1, batch_size=8, verbose=1)
@@ -346,3 +352,45 @@ def test_masking_model_trains():
     m.compile(loss="mse", optimizer=optimizers.Adam(0.02))
     h = m.fit(x, y, epochs=20, batch_size=16, verbose=0)
     assert h.history["loss"][-1] < 0.2 * h.history["loss"][0]
+
+
+def test_first_compile_is_announced_and_kept_out_of_train_time(monkeypatch):
+    """Issue 12.5: say that kernels are compiled, and time the epochs without it."""
+    import edgernn.models as models
+
+    x, y = sine_windows(40, 5, 0)
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.setattr(models, "_kernels_cached", lambda: False)
+    monkeypatch.setattr(models, "_WARM", set())
+    m = _tiny()
+    h = m.fit(x, y, epochs=2, verbose=2)
+    lines = err.getvalue().splitlines()
+    assert lines[0].startswith("compiling kernels once for this machine") and lines[1].startswith("Epoch 1/2")
+    assert h.compile_seconds > 0 and h.train_seconds > 0
+    err.seek(0)
+    err.truncate()
+    h = m.fit(x, y, epochs=1, verbose=2)  # compiled now: no message, nothing to subtract
+    assert "compiling" not in err.getvalue() and h.compile_seconds == 0.0
+    monkeypatch.setattr(models, "_WARM", set())
+    err.seek(0)
+    err.truncate()
+    _tiny().fit(x, y, epochs=1, verbose=0)
+    assert err.getvalue() == ""
+
+
+def test_warm_up_changes_nothing(monkeypatch):
+    import edgernn.models as models
+
+    x, y = sine_windows(40, 5, 0)
+    cold_model = Sequential([LSTM(4, input_shape=(None, 1), stateful=False), Dropout(0.3), Dense(1)], seed=2)
+    warm_model = Sequential([LSTM(4, input_shape=(None, 1), stateful=False), Dropout(0.3), Dense(1)], seed=2)
+    for m in (cold_model, warm_model):
+        m.compile(loss="mse", optimizer="adam")
+    monkeypatch.setattr(models, "_WARM", set())
+    cold = cold_model.fit(x, y, epochs=2, verbose=0)
+    warm = warm_model.fit(x, y, epochs=2, verbose=0)
+    assert cold.compile_seconds > 0 and warm.compile_seconds == 0.0
+    assert cold.history == warm.history
+    for a, b in zip(cold_model.get_weights(), warm_model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -288,7 +288,8 @@ class Dense(Layer):
             z += self.params["bias"]
         fwd, _ = ACTIVATIONS[self.activation]
         y = fwd(z)
-        self._cache = (x.shape, x2, z, y)
+        if need_grad:  # inference writes nothing on the layer (thread safety)
+            self._cache = (x.shape, x2, z, y)
         return y.reshape(x.shape[:-1] + (self.units,))
 
     def backward(self, dy):
@@ -315,7 +316,8 @@ class Activation(Layer):
 
     def forward(self, x, lengths=None, training=False, need_grad=True):
         y = ACTIVATIONS[self.activation][0](x)
-        self._cache = (x, y)
+        if need_grad:
+            self._cache = (x, y)
         return y
 
     def backward(self, dy):
@@ -353,14 +355,17 @@ class Dropout(Layer):
             self._rng = np.random.default_rng(seed)
 
     def forward(self, x, lengths=None, training=False, need_grad=True):
-        self._mask = None
         if not training or self.rate == 0.0:
+            if need_grad:
+                self._mask = None
             return x
         shape = x.shape if self.noise_shape is None else tuple(
             x.shape[i] if d is None else d for i, d in enumerate(self.noise_shape))
         keep = self._random().random(shape, dtype=np.float32) >= self.rate
-        self._mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
-        return x * self._mask
+        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.rate))
+        if need_grad:
+            self._mask = mask
+        return x * mask
 
     def backward(self, dy):
         self.grads = {}
@@ -436,7 +441,8 @@ class Embedding(Layer):
 
     def forward(self, x, lengths=None, training=False, need_grad=True):
         ids = self._ids(x)  # (B, T)
-        self._ids_cache = ids
+        if need_grad:
+            self._ids_cache = ids
         return self.params["embeddings"][ids]  # (B, T, E)
 
     def backward(self, dy):
@@ -483,8 +489,10 @@ class Masking(Layer):
         if lengths is None:
             lengths = self.compute_lengths(x, None)
         keep = (np.arange(x.shape[1])[None, :] < np.asarray(lengths)[:, None])  # (B, T)
-        self._keep = keep[..., None].astype(x.dtype)  # (B, T, 1)
-        return x * self._keep
+        keep = keep[..., None].astype(x.dtype)  # (B, T, 1)
+        if need_grad:
+            self._keep = keep
+        return x * keep
 
     def backward(self, dy):
         self.grads = {}

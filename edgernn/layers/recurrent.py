@@ -323,7 +323,8 @@ class RecurrentLayer(Layer):
         else:
             A = Y_h  # (B, D, H): state at each sample's last valid step
         y = self._merge(A)
-        self._fwd = (cache, mask, lengths, given, A if self.merge_mode == "mul" else None, Y.dtype)
+        if need_grad:  # inference writes no cache on the layer (thread safety)
+            self._fwd = (cache, mask, lengths, given, A if self.merge_mode == "mul" else None, Y.dtype)
         if self.return_state:
             finals = [Y_h] + ([Y_c] if Y_c is not None else [])
             return [y] + self._to_keras(finals)
@@ -590,7 +591,8 @@ class Bidirectional(Layer):
         return self.layer.compute_output_shape(input_shape)
 
     def forward(self, x, lengths=None, training=False, need_grad=True, initial_state=None):
-        self.layer._rng = self._rng
+        if training:
+            self.layer._rng = self._rng
         return self.layer.forward(x, lengths, training, need_grad, initial_state)
 
     def backward(self, dy):

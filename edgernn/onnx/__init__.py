@@ -72,7 +72,9 @@ __all__ = ["export", "verify", "build_model", "VerifyReport", "VerificationError
 
 
 class VerificationError(ValueError):
-    """onnxruntime's results differ from ``model.predict`` by more than the tolerance."""
+    """An exported file does not faithfully hold the model: onnxruntime's results differ from
+    ``model.predict`` by more than the tolerance, its weights are not the model's, or the file is
+    unreadable, invalid or tampered (the message says which)."""
 
     def __init__(self, message, report=None):
         super().__init__(message)
@@ -290,6 +292,8 @@ class VerifyReport:
     max_rel: float = 0.0
     cases: list = field(default_factory=list)
     passed: bool = True
+    weights_compared: int = 0  # weight arrays of the model looked up in the graph(s)
+    weight_problems: list = field(default_factory=list)  # those not found bit-identical
 
     def compare(self, graph, batch, length, what, got, ref):
         """Add one case comparing ``got`` (onnxruntime) with ``ref`` (predict)."""
@@ -300,6 +304,7 @@ class VerifyReport:
     def as_dict(self):
         return {"paths": list(self.paths), "opsets": list(self.opsets), "atol": self.atol, "rtol": self.rtol,
                 "max_abs": self.max_abs, "max_rel": self.max_rel, "passed": self.passed,
+                "weights_compared": self.weights_compared, "weight_problems": list(self.weight_problems),
                 "cases": [c.__dict__.copy() for c in self.cases]}
 
     def table(self) -> str:
@@ -413,11 +418,12 @@ def _fixed_length(model, meta):
 
 def _default_cases(model, meta):
     shape = tuple(model.input_shape)
-    if len(shape) == 1 and meta["input_dtype"] != "int64":
-        return [(1, None), (5, None)], True
+    if len(shape) == 1 and meta.get("input_dtype") != "int64":
+        return [(1, None), (3, None), (5, None)], True
     fixed_T = _fixed_length(model, meta)
-    lengths = [fixed_T] if fixed_T is not None else [1, 11]
-    return [(b, t) for b in (1, 5) for t in lengths], False
+    if fixed_T is not None:
+        return [(b, fixed_T) for b in (1, 3, 5)], False
+    return [(b, t) for b in (1, 5) for t in (1, 11)] + [(3, 4), (2, 23)], False
 
 
 def _feeds(sess, x, lengths=None, states=None):
@@ -504,6 +510,103 @@ def _verify_streaming(model, sess, meta, path, report, cases, no_time, rng, guar
             report.compare(path, B, T, f"{name} after last step" + tag, res[name], r)
 
 
+def _graph_arrays(proto, path):
+    """{name: TensorProto} of the graph's initializers and Constant node values."""
+    out = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value" and a.HasField("t"):
+                    out.setdefault(node.output[0], a.t)
+    return out
+
+
+def _model_weights(model):
+    """[(label, graph name, float32 array)]: every weight array of ``model`` as the exporter writes it."""
+    out = []
+    for layer in model.layers:
+        if getattr(layer, "cell", None) is not None:
+            w = layer.onnx_weights() if layer.cell in ("rnn", "gru", "lstm") else {}
+            if not {"W", "R", "Wb", "Rb"} <= set(w):
+                continue  # other cells export derived tensors (IndRNN's diag(u), Jordan's Scan): outputs only
+            out += [(f"{layer.name}/W", f"{layer.name}_W", w["W"]), (f"{layer.name}/R", f"{layer.name}_R", w["R"]),
+                    (f"{layer.name}/Wb+Rb", f"{layer.name}_B", np.concatenate([w["Wb"], w["Rb"]], axis=1))]
+            if w.get("P") is not None:
+                out.append((f"{layer.name}/P", f"{layer.name}_P", w["P"]))
+        else:
+            for k, a in layer.params.items():
+                out.append((f"{layer.name}/{k}", f"{layer.name}_{k}", a))
+    return [(label, name, np.ascontiguousarray(a, dtype=np.float32)) for label, name, a in out]
+
+
+def _same_bits(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def _compare_weights(model, proto, path):
+    """Every weight of ``model`` must be in the graph, bit for bit.
+
+    Returns (number compared, list of problems); raises VerificationError for an unreadable tensor."""
+    from onnx import numpy_helper
+
+    tensors = _graph_arrays(proto, path)
+    cache = {}
+
+    def array(name):
+        if name not in cache:
+            try:
+                cache[name] = np.ascontiguousarray(numpy_helper.to_array(tensors[name]))
+            except Exception as exc:  # noqa: BLE001 - tampered tensor data
+                raise VerificationError(f"{path}: graph tensor {name!r} cannot be read ({type(exc).__name__}: "
+                                        f"{str(exc)[:120]})") from None
+        return cache[name]
+
+    n = 0
+    problems = []
+    for label, name, want in _model_weights(model):
+        if name in tensors:
+            got = array(name)
+            if not _same_bits(got, want):
+                if got.shape != want.shape or got.dtype != want.dtype:
+                    detail = f"shape {got.shape} {got.dtype}, the model's is {want.shape} float32"
+                else:
+                    bad = got.view(np.uint32) != want.view(np.uint32)
+                    diff = np.abs(got.astype(np.float64) - want.astype(np.float64))
+                    detail = (f"{int(bad.sum())} of {want.size} values differ, max abs difference "
+                              f"{float(np.nanmax(np.where(bad, diff, 0))):.3g}")
+                problems.append(f"{os.path.basename(path)}: graph weight {name!r} differs from the model's "
+                                f"{label} ({detail})")
+        elif not want.any():  # all zeros: the exporter may leave out an optional input (ONNX default 0)
+            continue
+        elif not any(_same_bits(array(t), want) for t in tensors if list(tensors[t].dims) == list(want.shape)):
+            problems.append(f"{os.path.basename(path)}: the graph holds no copy of the model's weight {label} "
+                            f"(shape {want.shape}): it differs from the model (another model's export, or tampered)")
+        n += 1
+    return n, problems
+
+
+def _load_graph(p, check):
+    """(proto, metadata) of an edgernn ONNX file, or VerificationError saying what is wrong."""
+    if not os.path.exists(p):
+        raise FileNotFoundError(f"{p}: no such file")
+    try:
+        proto = onnx.load(p)
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError, onnx errors ...
+        raise VerificationError(f"{p}: not a readable ONNX file ({type(exc).__name__}: {str(exc)[:160]})") from None
+    if check:
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except Exception as exc:  # noqa: BLE001 - ValidationError, InferenceError ...
+            raise VerificationError(f"{p}: the ONNX checker refuses the graph ({type(exc).__name__}: "
+                                    f"{str(exc)[:300]})") from None
+    meta = {e.key: e.value for e in proto.metadata_props}
+    missing = [k for k in ("graph", "input_dtype", "lengths") if k not in meta]
+    if missing or meta["graph"] not in ("full", "streaming"):
+        raise VerificationError(f"{p}: not written by edgernn.onnx.export (metadata "
+                                f"{'lacks ' + str(missing) if missing else 'graph=' + repr(meta['graph'])})")
+    return proto, meta
+
+
 def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
     """Check an exported file and compare onnxruntime with ``model.predict``.
 
@@ -518,6 +621,11 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
     * streaming graphs: stepped over the sequence from zero states, against the full-sequence
       prediction (every step for a sequence output, else the last step, and a middle step
       against ``predict`` on the prefix).
+
+    Before running anything, every weight array of the model (``W``, ``R``, the biases
+    ``Wb``/``Rb`` as ONNX' ``B`` and peepholes of SimpleRNN/GRU/LSTM layers, Dense kernels and
+    biases, embeddings) must be in the graph bit for bit (as float32): a tampered or stale file is caught even where its
+    outputs would differ by less than ``atol``.
 
     The carried states of stateful layers are restored afterwards.
 
@@ -545,7 +653,12 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
     Raises
     ------
     VerificationError
-        If any difference exceeds ``atol`` (the report is attached as ``.report``).
+        (a ``ValueError``) for every problem with the file: not a readable ONNX file, refused by
+        the checker or by onnxruntime, not written by edgernn, weights that are not the model's,
+        a graph that fails to run, or any difference above ``atol`` (the report is then attached
+        as ``.report``).
+    FileNotFoundError
+        A path that does not exist.
     """
     paths = [os.fspath(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
     report = VerifyReport(paths=paths, opsets=[], atol=float(atol), rtol=float(rtol))
@@ -553,25 +666,41 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
     guard = _StateGuard(model)
     try:
         for p in paths:
-            proto = onnx.load(p)
-            if check:
-                onnx.checker.check_model(proto, full_check=True)
-            meta = {e.key: e.value for e in proto.metadata_props}
-            if "graph" not in meta:
-                raise ValueError(f"{p}: not written by edgernn.onnx.export (no metadata)")
-            report.opsets.append(next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")))
+            proto, meta = _load_graph(p, check)
+            report.opsets.append(next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0))
+            n, problems = _compare_weights(model, proto, p)
+            report.weights_compared += n
+            report.weight_problems += problems
             default, no_time = _default_cases(model, meta)
             cs = list(cases) if cases is not None else default
-            sess = _session(p)
-            if meta["graph"] == "streaming":
-                _verify_streaming(model, sess, meta, p, report, cs, no_time, rng, guard)
-            else:
-                _verify_full(model, sess, meta, p, report, cs, no_time, rng, guard)
+            try:
+                sess = _session(p)
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's Fail / InvalidGraph / ...
+                raise VerificationError(f"{p}: onnxruntime cannot load the graph ({type(exc).__name__}: "
+                                        f"{str(exc)[:300]})") from None
+            try:
+                if meta["graph"] == "streaming":
+                    _verify_streaming(model, sess, meta, p, report, cs, no_time, rng, guard)
+                else:
+                    _verify_full(model, sess, meta, p, report, cs, no_time, rng, guard)
+            except (RuntimeError, KeyError, IndexError, ValueError, TypeError) as exc:
+                # onnxruntime failing to run, renamed inputs/outputs, unexpected shapes: a tampered graph
+                if report.weight_problems:
+                    report.passed = False
+                    raise VerificationError("; ".join(report.weight_problems), report) from None
+                if isinstance(exc, VerificationError):
+                    raise
+                raise VerificationError(f"{p}: running the graph failed ({type(exc).__name__}: "
+                                        f"{str(exc)[:300]})") from None
     finally:
         guard.restore()
     report.max_abs = max((c.max_abs for c in report.cases), default=0.0)
     report.max_rel = max((c.max_rel for c in report.cases), default=0.0)
-    report.passed = all(c.ok for c in report.cases)
+    report.passed = all(c.ok for c in report.cases) and not report.weight_problems
+    if report.weight_problems:
+        outputs = ("" if all(c.ok for c in report.cases) else
+                   f"; outputs differ too: max abs error {report.max_abs:.3g} > {atol:g}")
+        raise VerificationError("; ".join(report.weight_problems) + outputs + "\n" + report.table(), report)
     if not report.passed:
         worst = max((c for c in report.cases if not c.ok), key=lambda c: c.max_abs)
         raise VerificationError(
