@@ -66,7 +66,8 @@ class UnsupportedGraphError(ValueError):
         self.node = None if node is None else (node.name or "")
         self.op = None if node is None else node.op_type
         if node is not None:
-            message = f"node {node.name or '(unnamed)'!r} ({node.op_type}): {message}"
+            label = repr(node.name) if node.name else f"(unnamed, output {node.output[0]!r})"
+            message = f"node {label} ({node.op_type}): {message}"
         super().__init__(message)
 
 
@@ -94,6 +95,18 @@ class _Lengths:
     """The int sequence-lengths graph input (possibly cast)."""
 
     name: str
+
+
+@dataclass
+class _Other:
+    """Another float graph input (e.g. an initial state fed by the caller)."""
+
+    name: str
+
+
+@dataclass
+class _LenDerived:
+    """A tensor computed from the lengths input (e.g. ``lengths > 0``)."""
 
 
 @dataclass
@@ -132,6 +145,7 @@ class _Spec:
     kind: str  # "rnn", "dense", "act"
     args: dict = field(default_factory=dict)
     arrays: tuple = ()
+    node: object = None
 
 
 _ACT_OPS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "Softsign": "softsign",
@@ -207,6 +221,8 @@ class _Importer:
         for i in graph_inputs:
             if i is not inp and i.type.tensor_type.elem_type in (onnx.TensorProto.INT32, onnx.TensorProto.INT64):
                 self.values[i.name] = _Lengths(i.name)
+            elif i is not inp:
+                self.values[i.name] = _Other(i.name)
         outs = [o.name for o in self.g.output]
         if output is None:
             output = outs[0]
@@ -312,7 +328,13 @@ class _Importer:
         if any(isinstance(v, _Lengths) for v in present):
             if op in ("Cast", "Identity"):
                 return [present[0]]
-            raise UnsupportedGraphError("the lengths input may only be cast and fed to sequence_lens", node)
+            return [_LenDerived()]  # e.g. lengths > 0: only usable as a Where condition
+        if any(isinstance(v, _LenDerived) for v in present):
+            return [_LenDerived()]
+        if any(isinstance(v, _Other) for v in present):
+            raise UnsupportedGraphError("computes with the extra graph input "
+                                        f"{next(v.name for v in present if isinstance(v, _Other))!r}, which "
+                                        "edgernn's model cannot take", node)
         if any(isinstance(v, _Zeros) for v in present) or op == "ConstantOfShape":
             return [self.zeros_op(node, ins)]
         return [self.sym_op(node, ins)]
@@ -379,10 +401,17 @@ class _Importer:
         if op in _GATES:
             return self.recurrent(node, ins, a)
         d = ins[0]
+        if op == "Where":
+            d = ins[1]
         if isinstance(d, _DCat):
             return [self.dcat_op(node, ins, a)]
         if not isinstance(d, _Data) and op not in ("Concat", "Add", "Mul", "MatMul"):
             raise UnsupportedGraphError("the data tensor must be the first input", node)
+        if op == "Where" and len(ins) == 3 and isinstance(ins[1], _Data) and isinstance(ins[0], _LenDerived):
+            other = ins[2]
+            if isinstance(other, _Zeros) or (isinstance(other, _Const) and not np.any(other.value)):
+                return [ins[1]]  # edgernn already returns the zero initial state for empty sequences
+            raise UnsupportedGraphError("Where on the data path with a nonzero alternative", node)
         if op == "Shape":
             lo, hi = a.get("start", 0), a.get("end", None)
             return [_Sym(list(d.axes)[slice(lo, hi)])]
@@ -889,7 +918,7 @@ class _Importer:
         Wb = Rb = None
         if Bias is not None:
             Wb, Rb = Bias[:, :GH], Bias[:, GH:]
-        self.specs.append(_Spec("rnn", args, (W, R, Wb, Rb, P)))
+        self.specs.append(_Spec("rnn", args, (W, R, Wb, Rb, P), node))
         idx = len(self.specs) - 1
         v = len(self.specs)
         Dax, Hax = (("D", D),), (("H", H),)
@@ -906,7 +935,9 @@ class _Importer:
 
     def materialize(self, d, node, final_output=False):
         """Check ``d`` is the current output of the layer stack; fix the producing layer's options."""
-        where = node if node is not None else None
+        where = node
+        if where is None and d.src is not None:
+            where = self.specs[d.src].node
         if d.version != len(self.specs):
             raise UnsupportedGraphError("uses the output of an earlier layer after later layers (a branching "
                                         "graph has no Sequential form)", where)
@@ -925,8 +956,7 @@ class _Importer:
                                         where)
         if d.flipped:
             raise UnsupportedGraphError(
-                f"uses the output sequence of the reverse-direction node {spec.args['name']!r} in original "
-                "time order; edgernn's go_backwards layer returns it reversed (as Keras) and has no "
+                "uses the output sequence of a reverse-direction node in original time order; edgernn's go_backwards layer returns it reversed (as Keras) and has no "
                 "layer to flip it back", where)
         D = spec.args["D"]
         out = []

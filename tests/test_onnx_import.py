@@ -1,0 +1,324 @@
+"""edgernn.onnx.load: ONNX graphs with RNN/GRU/LSTM nodes imported as edgernn models.
+
+Oracles: the expected outputs the ONNX operator test cases carry (including the ``layout=1``
+``*_batchwise`` ones onnxruntime rejects), edgernn's own export (round trip), and PyTorch
+modules exported with torch.onnx (skipped without torch; the dynamo exporter also needs
+onnxscript).
+"""
+
+import importlib
+import io
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import edgernn.onnx as eo
+from edgernn import Sequential
+from edgernn.layers import GRU, LSTM, Activation, Bidirectional, Dense, Dropout, SimpleRNN
+from edgernn.onnx import UnsupportedGraphError
+
+
+# -------------------------------------------------------------------------------------------
+# the ONNX operator test cases
+# -------------------------------------------------------------------------------------------
+def _operator_cases():
+    """The RNN/GRU/LSTM node test cases, built in memory (onnx >= 1.23 ships no data files)."""
+    import onnx.backend.test.case.node as node_cases
+
+    if hasattr(node_cases, "_NodeTestCases"):  # fast: build only the three modules' cases
+        for mod in ("rnn", "gru", "lstm"):
+            importlib.import_module(f"onnx.backend.test.case.node.{mod}")
+        cases = node_cases._NodeTestCases
+    else:
+        from onnx.backend.test.loader import load_model_tests
+
+        cases = load_model_tests(kind="node")
+    out = {}
+    for c in cases:
+        if any(k in c.name for k in ("rnn", "gru", "lstm")):
+            out[c.name] = c
+    return [out[k] for k in sorted(out)]
+
+
+def _as_graph_with_weights(case, inputs):
+    """The case's model with every input but X and sequence_lens turned into initializers."""
+    m = onnx.ModelProto()
+    m.CopyFrom(case.model)
+    feeds = {}
+    keep = [i for i in m.graph.input if i.name in ("X", "sequence_lens")]
+    names = [i.name for i in m.graph.input]
+    for name, arr in zip(names, inputs, strict=True):
+        if name in ("X", "sequence_lens"):
+            feeds[name] = arr
+        else:
+            m.graph.initializer.append(numpy_helper.from_array(arr, name))
+    del m.graph.input[:]
+    m.graph.input.extend(keep)
+    return m, feeds
+
+
+def _to_predict_layout(ref, layout):
+    """An RNN node output in the graph's layout -> what predict returns (batch-first, D*H)."""
+    if ref.ndim == 4:  # Y: (T, D, B, H) or (B, T, D, H)
+        r = ref.transpose(2, 0, 1, 3) if layout == 0 else ref
+        return r.reshape(r.shape[0], r.shape[1], -1)
+    r = ref.transpose(1, 0, 2) if layout == 0 else ref  # Y_h: (D, B, H) or (B, D, H)
+    return r.reshape(r.shape[0], -1)
+
+
+def test_operator_test_cases():
+    cases = _operator_cases()
+    assert len(cases) == 18, [c.name for c in cases]
+    checked, refused, worst = [], [], 0.0
+    for case in cases:
+        node = case.model.graph.node[0]
+        layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+        direction = next((a.s.decode() for a in node.attribute if a.name == "direction"), "forward")
+        for inputs, outputs in case.data_sets:
+            graph, feeds = _as_graph_with_weights(case, inputs)
+            X = feeds["X"]
+            x = X if layout == 1 else X.transpose(1, 0, 2)
+            for out_name, ref in zip([o.name for o in case.model.graph.output], outputs, strict=True):
+                if out_name == "Y_c" or (out_name == "Y" and direction == "reverse"):
+                    with pytest.raises(UnsupportedGraphError, match="cell state|reverse-direction") as err:
+                        eo.load(graph, output=out_name)
+                    assert err.value.op == node.op_type
+                    refused.append((case.name, out_name))
+                    continue
+                for dtype, tol in (("float64", 1e-6), ("float32", 1e-5)):
+                    model = eo.load(graph, output=out_name, dtype=dtype)
+                    got = model.predict(x, lengths=feeds.get("sequence_lens"))
+                    want = _to_predict_layout(ref, layout)
+                    assert got.shape == want.shape, (case.name, out_name)
+                    err = float(np.abs(got - want).max())
+                    assert err < tol, (case.name, out_name, dtype, err)
+                    worst = max(worst, err)
+                checked.append((case.name, out_name))
+    assert len(checked) == 22 and len(refused) == 3, (checked, refused)
+    assert {("test_lstm_batchwise", "Y"), ("test_gru_batchwise", "Y_h"),
+            ("test_gru_bidirectional", "Y"), ("test_lstm_with_peepholes", "Y_h")} <= set(checked)
+    assert worst < 1e-5  # the cases are float32 data computed in float32 (max seen ~1e-7)
+
+
+# -------------------------------------------------------------------------------------------
+# round trip through edgernn's exporter
+# -------------------------------------------------------------------------------------------
+ROUND_TRIP = {
+    "lstm_stack": lambda: [LSTM(5, return_sequences=True), Dropout(0.2), LSTM(4), Dense(2, activation="softmax")],
+    "gru_reset_before": lambda: [GRU(4, reset_after=False, return_sequences=True), Dense(3, activation="tanh")],
+    "rnn_relu_backwards": lambda: [SimpleRNN(4, activation="relu", go_backwards=True), Dense(1)],
+    "rnn_backwards_seq": lambda: [SimpleRNN(4, go_backwards=True, return_sequences=True), Dense(1)],
+    "lstm_peephole_coupled_clip": lambda: [LSTM(3, peephole=True, coupled_gates=True, clip=2.0,
+                                                return_sequences=True), Activation("relu")],
+    "bi_concat": lambda: [Bidirectional(LSTM(3, return_sequences=True)), Bidirectional(GRU(2))],
+    "bi_sum_ave": lambda: [Bidirectional(GRU(3, return_sequences=True), merge_mode="sum"),
+                           Bidirectional(SimpleRNN(2), merge_mode="ave")],
+    "bi_mul": lambda: [Bidirectional(LSTM(3, return_sequences=True), merge_mode="mul"), Dense(2, use_bias=False)],
+    "activations": lambda: [LSTM(3, activation="softsign", recurrent_activation="hard_sigmoid",
+                                 return_sequences=True), Dense(2, activation="elu")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROUND_TRIP))
+def test_round_trip_edgernn_export(name, tmp_path):
+    rng = np.random.default_rng(abs(hash(name)) % 1000)
+    model = Sequential(ROUND_TRIP[name](), seed=1)
+    model.build((None, 3))
+    for layer in model.layers:
+        for p in layer.params.values():
+            p[...] = rng.uniform(-0.6, 0.6, p.shape)
+    path = tmp_path / "m.onnx"
+    eo.export(model, path)
+    back = eo.load(path)
+    assert [type(la).__name__ for la in back.layers] == [type(la).__name__ for la in model.layers
+                                                         if type(la).__name__ != "Dropout"]
+    for B, T in [(1, 1), (4, 7)]:
+        x = rng.standard_normal((B, T, 3)).astype(np.float32)
+        np.testing.assert_array_equal(back.predict(x), model.predict(x))
+    assert back.meta["onnx_import"]["input_layout"] == "batch-first"
+
+
+def test_round_trip_lengths_input(tmp_path):
+    rng = np.random.default_rng(4)
+    model = Sequential([Bidirectional(GRU(3, return_sequences=True)), LSTM(2), Dense(1)], seed=2)
+    model.build((None, 2))
+    eo.export(model, tmp_path / "m.onnx", lengths_input=True)
+    back = eo.load(tmp_path / "m.onnx")
+    assert back.meta["onnx_import"]["lengths_input"] == "lengths"
+    x = rng.standard_normal((4, 6, 2)).astype(np.float32)
+    L = np.array([6, 0, 1, 4])
+    np.testing.assert_array_equal(back.predict(x, lengths=L), model.predict(x, lengths=L))
+
+
+# -------------------------------------------------------------------------------------------
+# PyTorch exports
+# -------------------------------------------------------------------------------------------
+def _torch_export(torch, module, x, dynamo=False):
+    f = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            prog = torch.onnx.export(module, (x,), dynamo=True, input_names=["x"])
+            return prog.model_proto
+        torch.onnx.export(module, (x,), f, dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch", 1: "time"}})
+    return onnx.load_from_string(f.getvalue())
+
+
+def _head_module(torch, rnn, H, use):
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn, self.fc = rnn, nn.Linear(H, 3)
+
+        def forward(self, x):
+            out, h = self.rnn(x)
+            if use == "h_n":
+                h = h[0] if isinstance(h, tuple) else h
+                z = torch.cat([h[-2], h[-1]], -1) if self.rnn.bidirectional else h[-1]
+            elif use == "last":
+                z = out[:, -1]
+            else:
+                z = out
+            return torch.softmax(self.fc(torch.relu(z)), -1)
+
+    return Net().eval()
+
+
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_torch_onnx_export_legacy(kind):
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cls = getattr(torch.nn, kind)
+    worst = 0.0
+    for bi, bf in [(False, True), (True, False), (True, True)]:
+        rnn = cls(3, 4, num_layers=2, bidirectional=bi, batch_first=bf).eval()
+        x = torch.randn(2, 5, 3) if bf else torch.randn(5, 2, 3)
+        model = eo.load(_torch_export(torch, rnn, x))
+        assert model.meta["onnx_import"]["input_layout"] == ("batch-first" if bf else "time-major")
+        for B, T in [(1, 1), (3, 8)]:  # other sizes than the export's
+            xb = rng.standard_normal((B, T, 3)).astype(np.float32)
+            with torch.no_grad():
+                xt = torch.tensor(xb if bf else xb.transpose(1, 0, 2))
+                ref = rnn(xt)[0].numpy()
+            ref = ref if bf else ref.transpose(1, 0, 2)
+            worst = max(worst, float(np.abs(model.predict(xb) - ref).max()))
+        if bf:
+            for use in ("seq", "last", "h_n"):
+                net = _head_module(torch, rnn, 4 * (2 if bi else 1), use)
+                if use == "last" and bi:
+                    with pytest.raises(UnsupportedGraphError, match="last step of a forward"):
+                        eo.load(_torch_export(torch, net, x))
+                    continue
+                model = eo.load(_torch_export(torch, net, x))
+                xb = rng.standard_normal((3, 6, 3)).astype(np.float32)
+                with torch.no_grad():
+                    ref = net(torch.tensor(xb)).numpy()
+                worst = max(worst, float(np.abs(model.predict(xb) - ref).max()))
+                assert model.layers[-1].activation == "softmax"
+    assert worst < 1e-5, worst
+
+
+def test_torch_onnx_export_dynamo():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnxscript")  # the dynamo exporter needs it
+    torch.manual_seed(1)
+    nn = torch.nn
+    x = torch.randn(2, 4, 3)
+    lstm_net = _head_module(torch, nn.LSTM(3, 5, batch_first=True), 5, "seq")
+    rnn = nn.RNN(3, 4, batch_first=True).eval()
+    for module in (lstm_net, rnn):
+        proto = _torch_export(torch, module, x, dynamo=True)
+        if not any(n.op_type in ("RNN", "GRU", "LSTM") for n in proto.graph.node):
+            with pytest.raises(UnsupportedGraphError, match="unrolled"):
+                eo.load(proto)
+            continue
+        model = eo.load(proto)
+        with torch.no_grad():
+            ref = module(x)
+        ref = (ref[0] if isinstance(ref, tuple) else ref).numpy()
+        assert np.abs(model.predict(x.numpy()) - ref).max() < 1e-5
+
+
+# -------------------------------------------------------------------------------------------
+# refusals
+# -------------------------------------------------------------------------------------------
+def _lstm_graph(acts=None, initial_h_input=False, extra=None):
+    H, I = 2, 3
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((1, 4 * H, I)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal((1, 4 * H, H)).astype(np.float32), "R")]
+    attrs = {"hidden_size": H}
+    if acts:
+        attrs["activations"] = acts
+    ins = ["xt", "W", "R", "", "", "h0" if initial_h_input else ""]
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2], name="to_time_major"),
+             helper.make_node("LSTM", ins, ["Y", "Y_h"], name="lstm1", **attrs),
+             helper.make_node("Squeeze", ["Y_h", "ax0"], ["h"], name="sq")]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "ax0"))
+    out = "h"
+    if extra is not None:
+        nodes.append(helper.make_node(extra, ["h"], ["z"], name="extra_node"))
+        out = "z"
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "T", I])]
+    if initial_h_input:
+        inputs.append(helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, "B", H]))
+    g = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_refusals_name_node_and_op():
+    model = eo.load(_lstm_graph())  # the plain graph imports
+    assert [type(la).__name__ for la in model.layers] == ["LSTM"]
+    with pytest.raises(UnsupportedGraphError, match=r"'lstm1' \(LSTM\).*LeakyRelu") as e:
+        eo.load(_lstm_graph(acts=["Sigmoid", "LeakyRelu", "LeakyRelu"]))
+    assert (e.value.node, e.value.op) == ("lstm1", "LSTM")
+    with pytest.raises(UnsupportedGraphError, match="differ"):
+        eo.load(_lstm_graph(acts=["Sigmoid", "Tanh", "Relu"]))
+    with pytest.raises(UnsupportedGraphError, match="one float input|initial_h"):
+        eo.load(_lstm_graph(initial_h_input=True))
+    with pytest.raises(UnsupportedGraphError, match="initial_h"):
+        eo.load(_lstm_graph(initial_h_input=True), input="x")
+    with pytest.raises(UnsupportedGraphError, match=r"'extra_node' \(LogSoftmax\)") as e:
+        eo.load(_lstm_graph(extra="LogSoftmax"))
+    assert e.value.op == "LogSoftmax"
+    assert issubclass(UnsupportedGraphError, ValueError)
+
+
+def test_refuses_unrolled_recurrence():
+    """A recurrence unrolled into per-step MatMul/Tanh (dynamo-style) is named as such."""
+    T, I, H = 3, 2, 4
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal((I, H)).astype(np.float32), "Wx"),
+             numpy_helper.from_array(rng.standard_normal((H, H)).astype(np.float32), "Wh")]
+    nodes, h = [], None
+    for t in range(T):
+        inits.append(numpy_helper.from_array(np.array(t, np.int64), f"i{t}"))
+        nodes.append(helper.make_node("Gather", ["x", f"i{t}"], [f"x{t}"], axis=1, name=f"step{t}"))
+        nodes.append(helper.make_node("MatMul", [f"x{t}", "Wx"], [f"a{t}"]))
+        if h is not None:
+            nodes.append(helper.make_node("MatMul", [h, "Wh"], [f"r{t}"]))
+            nodes.append(helper.make_node("Add", [f"a{t}", f"r{t}"], [f"s{t}"]))
+        nodes.append(helper.make_node("Tanh", [f"s{t}" if h else f"a{t}"], [f"h{t}"]))
+        h = f"h{t}"
+    g = helper.make_graph(nodes, "unrolled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, T, I])],
+                          [helper.make_tensor_value_info(h, TensorProto.FLOAT, [2, H])], inits)
+    with pytest.raises(UnsupportedGraphError, match=r"'step0' \(Gather\).*unrolled.*T=3.*dynamo=False"):
+        eo.load(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_load_does_not_modify_the_file(tmp_path):
+    model = Sequential([LSTM(3, input_shape=(None, 2)), Dense(1)], seed=0)
+    path = tmp_path / "m.onnx"
+    eo.export(model, path)
+    before = path.read_bytes()
+    back = eo.load(path, dtype="float64")
+    assert back.dtype == np.float64 and path.read_bytes() == before
+    x = np.random.default_rng(0).standard_normal((2, 5, 2))
+    assert np.abs(back.predict(x) - model.predict(x)).max() < 1e-6
