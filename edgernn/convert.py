@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import GRU, LSTM, Activation, Bidirectional, Dense, Dropout, Embedding, SimpleRNN
+from .layers import GRU, LSTM, Activation, Bidirectional, Dense, Dropout, Embedding, Masking, SimpleRNN
 from .models import Sequential
 
 __all__ = ["from_torch", "from_keras", "from_keras_weights", "ConversionError",
@@ -427,7 +427,9 @@ def from_keras_weights(layers, input_shape=None, *, dtype=None, name=None):
         i,f,c,o (LSTM) or z,r,h (GRU), ``recurrent_kernel`` (H, G*H), ``bias`` (G*H,) or (2, 3H)
         for ``GRU(reset_after=True)``; Dense ``kernel`` (I, U), ``bias`` (U,); Bidirectional:
         forward weights then backward weights. Supported: SimpleRNN, LSTM, GRU,
-        Bidirectional (concat/sum/mul/ave), Dense, Activation, Dropout, Embedding, InputLayer.
+        Bidirectional (concat/sum/mul/ave), Dense, TimeDistributed(Dense), Activation, Dropout,
+        Masking (trailing padding, as edgernn's Masking), Embedding, InputLayer.
+        ``recurrent_dropout`` and initializers are training-time settings and are ignored.
     input_shape : tuple, optional
         One sample's shape without the batch axis; default: from an ``InputLayer``'s
         ``batch_shape``/``batch_input_shape`` or the first layer's config, else ``(None, I)``
@@ -463,6 +465,15 @@ def from_keras_weights(layers, input_shape=None, *, dtype=None, name=None):
             if bs is not None:
                 shape = tuple(bs)[1:]
         if cls_name == "InputLayer":
+            continue
+        if cls_name == "TimeDistributed":
+            inner = cfg.get("layer") or {}
+            if inner.get("class_name") != "Dense":
+                raise ConversionError(f"{where}: TimeDistributed({inner.get('class_name')!r}) is not supported "
+                                      "(only TimeDistributed(Dense))")
+            cls_name, cfg = "Dense", dict(inner.get("config") or {})
+        if cls_name == "Masking":
+            specs.append((Masking(float(cfg.get("mask_value", 0.0))), None, "plain"))
             continue
         if cls_name in _KERAS_SKIP:
             if cls_name == "Dropout":
@@ -525,7 +536,8 @@ def from_keras_weights(layers, input_shape=None, *, dtype=None, name=None):
                           (E,), "embedding"))
         else:
             raise ConversionError(f"{where}: layer class {cls_name!r} is not supported (supported: SimpleRNN, "
-                                  "LSTM, GRU, Bidirectional, Dense, Activation, Dropout, Embedding, InputLayer)")
+                                  "LSTM, GRU, Bidirectional, Dense, TimeDistributed(Dense), Activation, "
+                                  "Dropout, Masking, Embedding, InputLayer)")
     if not specs:
         raise ConversionError("from_keras: no layers")
     dt = _dtype_of(all_arrays, dtype)

@@ -215,7 +215,8 @@ def _keras_predict(entries, x):
             mode = cfg["merge_mode"]
             x = (np.concatenate([a, b], -1) if mode == "concat" else a + b if mode == "sum"
                  else (a + b) / 2 if mode == "ave" else a * b)
-        elif cls == "Dense":
+        elif cls in ("Dense", "TimeDistributed"):
+            cfg = cfg.get("layer", {}).get("config", cfg)
             z = x @ w[0] + (w[1] if len(w) > 1 else 0)
             x = {"linear": z, "tanh": np.tanh(z), "relu": np.maximum(z, 0),
                  "softmax": np.exp(z) / np.exp(z).sum(-1, keepdims=True)}[cfg.get("activation", "linear")]
@@ -247,10 +248,12 @@ def test_from_keras_weights_equals_keras_equations():
          ("Bidirectional", {"merge_mode": "ave", "layer": {"class_name": "GRU", "config": {
              "units": 2, "return_sequences": False}}}, None),
          ("Dense", {"units": 1}, None)],
-        [("Bidirectional", {"merge_mode": "sum", "layer": {"class_name": "SimpleRNN", "config": {
+        [("Masking", {"mask_value": 0.0}, None),
+         ("Bidirectional", {"merge_mode": "sum", "layer": {"class_name": "SimpleRNN", "config": {
             "units": 2, "return_sequences": True}}}, None),
          ("Bidirectional", {"merge_mode": "mul", "layer": {"class_name": "GRU", "config": {
-             "units": 3, "return_sequences": True, "reset_after": False}}}, None)],
+             "units": 3, "return_sequences": True, "reset_after": False}}}, None),
+         ("TimeDistributed", {"layer": {"class_name": "Dense", "config": {"units": 2}}}, None)],
     ]
     worst = {"float64": 0.0, "float32": 0.0}
     for case in cases:
@@ -264,9 +267,10 @@ def test_from_keras_weights_equals_keras_equations():
                 icls, icfg = cfg["layer"]["class_name"], cfg["layer"]["config"]
                 w = _kw(rng, icls, I, icfg["units"], icfg) + _kw(rng, icls, I, icfg["units"], icfg)
                 I = icfg["units"] * (2 if cfg["merge_mode"] == "concat" else 1)
-            elif cls == "Dense":
-                w = [rng.uniform(-1, 1, (I, cfg["units"])), rng.uniform(-1, 1, cfg["units"])]
-                I = cfg["units"]
+            elif cls in ("Dense", "TimeDistributed"):
+                U = cfg.get("layer", {}).get("config", cfg)["units"]
+                w = [rng.uniform(-1, 1, (I, U)), rng.uniform(-1, 1, U)]
+                I = U
             else:
                 w = []
             entries.append((cls, cfg, w))
