@@ -322,3 +322,41 @@ def test_load_does_not_modify_the_file(tmp_path):
     assert back.dtype == np.float64 and path.read_bytes() == before
     x = np.random.default_rng(0).standard_normal((2, 5, 2))
     assert np.abs(back.predict(x) - model.predict(x)).max() < 1e-6
+
+
+def test_tf2onnx_style_glue_against_onnxruntime():
+    """Zero states from Shape/ConstantOfShape, Dense on sequences via Reshape (B*T, H) and back."""
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(0)
+    H, I, U = 4, 3, 2
+
+    def c(name, v):
+        return numpy_helper.from_array(np.asarray(v), name)
+
+    inits = [c("W", rng.standard_normal((1, 4 * H, I)).astype(np.float32)),
+             c("R", rng.standard_normal((1, 4 * H, H)).astype(np.float32)),
+             c("B", rng.standard_normal((1, 8 * H)).astype(np.float32)),
+             c("K", rng.standard_normal((H, U)).astype(np.float32)), c("b", rng.standard_normal(U).astype(np.float32)),
+             c("ax1", np.array([1], np.int64)), c("s0", np.array([0], np.int64)), c("s2", np.array([2], np.int64)),
+             c("flat", np.array([-1, H], np.int64)), c("Uc", np.array([U], np.int64)),
+             c("one", np.array([1], np.int64)), c("Hc", np.array([H], np.int64))]
+    mk = helper.make_node
+    nodes = [mk("Shape", ["x"], ["shp"]), mk("Slice", ["shp", "s0", "one"], ["bsz"]),
+             mk("Concat", ["one", "bsz", "Hc"], ["h0shape"], axis=0), mk("ConstantOfShape", ["h0shape"], ["h0"]),
+             mk("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+             mk("LSTM", ["xt", "W", "R", "B", "", "h0", "h0"], ["Y", "Yh", "Yc"], hidden_size=H, name="lstm"),
+             mk("Squeeze", ["Y", "ax1"], ["Ys"]), mk("Transpose", ["Ys"], ["Yb"], perm=[1, 0, 2]),
+             mk("Shape", ["Yb"], ["yshape"]), mk("Slice", ["yshape", "s0", "s2"], ["bt"]),
+             mk("Reshape", ["Yb", "flat"], ["Y2"]), mk("MatMul", ["Y2", "K"], ["Z"]), mk("Add", ["Z", "b"], ["Zb"]),
+             mk("Concat", ["bt", "Uc"], ["oshape"], axis=0), mk("Reshape", ["Zb", "oshape"], ["out"]),
+             mk("Softmax", ["out"], ["prob"], axis=-1)]
+    g = helper.make_graph(nodes, "tf2onnx_like", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", "T", I])],
+                          [helper.make_tensor_value_info("prob", TensorProto.FLOAT, ["B", "T", U])], inits)
+    proto = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto)
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    model = eo.load(proto)
+    assert [type(la).__name__ for la in model.layers] == ["LSTM", "Dense", "Activation"]
+    for shape in [(1, 1, I), (3, 5, I)]:
+        x = rng.standard_normal(shape).astype(np.float32)
+        assert np.abs(model.predict(x) - sess.run(None, {"x": x})[0]).max() < 1e-6

@@ -583,7 +583,7 @@ class _Importer:
                                                     node)
                 out[k], end = tuple(group), q
             out[stop] = tuple(atoms[pos:end]) or None
-            pos = end
+            pos = len(atoms)  # the entries after -1 were matched from the end
         if pos != len(atoms):
             raise UnsupportedGraphError(f"reshape {self.axes_labels(d)} -> {target} drops axes", node)
         for k, o in enumerate(out):
