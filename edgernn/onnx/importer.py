@@ -160,10 +160,6 @@ def _attrs(node):
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _atoms(axis):
-    return list(axis)
-
-
 def _label(axis):
     return axis[0][0] if len(axis) == 1 else tuple(a[0] for a in axis)
 
@@ -604,22 +600,28 @@ class _Importer:
         keep = [a for k, a in enumerate(d.axes) if k != axis]
         if not drop:
             keep.insert(axis, (("1", 1),))
-        if lab in ("T",) or (isinstance(lab, str) and lab.startswith("x")):
-            if isinstance(lab, str) and lab.startswith("x"):
+        if lab == "T" or (isinstance(lab, str) and lab.startswith("x")):
+            if lab != "T":
                 self.unrolled(node)
             last = idx == -1 or (n is not None and idx == n - 1)
+            spec = self.specs[d.src] if d.src is not None else None
+            if (last and d.kind == "Y" and spec is not None and spec.args["D"] == 1
+                    and spec.args["direction"] == "forward"):
+                if self.lengths_name is not None:
+                    raise UnsupportedGraphError("selects the last time step of padded sequences (with "
+                                                "sequence_lens the final state is not the last step); use Y_h",
+                                                node)
+                return _replace(d, axes=keep, kind="Y_h")
             if n == 1 and idx in (0, -1):
                 return _replace(d, axes=keep)
-            spec = self.specs[d.src] if d.src is not None else None
-            if not last or d.kind != "Y" or spec is None or spec.args["D"] != 1 or spec.args["direction"] != "forward":
-                raise UnsupportedGraphError(
-                    "selects one time step; only the last step of a forward, unidirectional recurrent "
-                    "output (= its final state) has an edgernn form", node)
-            if self.lengths_name is not None:
-                raise UnsupportedGraphError("selects the last time step of padded sequences (with sequence_lens "
-                                            "the final state is not the last step); use Y_h", node)
-            keep = [a for a in keep if a[0][0] != "D" or True]
-            return _replace(d, axes=keep, kind="Y_h")
+            hint = ""
+            if spec is not None and spec.args["D"] == 2:
+                hint = (" (the last step of a bidirectional output pairs the forward final state with the "
+                        "backward state after one step; select the final states instead, e.g. "
+                        "torch.cat([h_n[-2], h_n[-1]], -1))")
+            raise UnsupportedGraphError(
+                "selects one time step; only the last step of a forward, unidirectional recurrent "
+                "output (= its final state) has an edgernn form" + hint, node)
         if lab == "D":
             spec = self.specs[d.src]
             D = spec.args["D"]
