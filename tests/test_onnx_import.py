@@ -226,24 +226,112 @@ def test_torch_onnx_export_legacy(kind):
 
 
 def test_torch_onnx_export_dynamo():
+    """The dynamo exporter writes native LSTM/GRU nodes but unrolls nn.RNN: both import."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnxscript")  # the dynamo exporter needs it
     torch.manual_seed(1)
     nn = torch.nn
     x = torch.randn(2, 4, 3)
     lstm_net = _head_module(torch, nn.LSTM(3, 5, batch_first=True), 5, "seq")
-    rnn = nn.RNN(3, 4, batch_first=True).eval()
+    rnn = nn.RNN(3, 4, num_layers=2, bidirectional=True, batch_first=True).eval()
     for module in (lstm_net, rnn):
-        proto = _torch_export(torch, module, x, dynamo=True)
-        if not any(n.op_type in ("RNN", "GRU", "LSTM") for n in proto.graph.node):
-            with pytest.raises(UnsupportedGraphError, match="unrolled"):
-                eo.load(proto)
-            continue
-        model = eo.load(proto)
+        model = eo.load(_torch_export(torch, module, x, dynamo=True))
+        xb = np.random.default_rng(1).standard_normal((3, 7, 3)).astype(np.float32)  # other B and T
         with torch.no_grad():
-            ref = module(x)
+            ref = module(torch.tensor(xb))
         ref = (ref[0] if isinstance(ref, tuple) else ref).numpy()
-        assert np.abs(model.predict(x.numpy()) - ref).max() < 1e-5
+        assert np.abs(model.predict(xb) - ref).max() < 1e-5
+
+
+def _unrolled_rnn_graph(rng, T, B, I, H, bidirectional, act="Tanh", bias=True):
+    """What torch.onnx.export(dynamo=True) writes for nn.RNN(batch_first=True): per-step chains."""
+    mk = helper.make_node
+    inits, nodes, n = [], [], [0]
+
+    def c(v):
+        n[0] += 1
+        inits.append(numpy_helper.from_array(np.asarray(v), f"c{n[0]}"))
+        return f"c{n[0]}"
+
+    def t(base):
+        n[0] += 1
+        return f"{base}{n[0]}"
+
+    weights = []
+    nodes.append(mk("Transpose", ["x"], ["xt"], perm=[1, 0, 2]))
+    cats = []
+    for d in range(2 if bidirectional else 1):
+        Wt = rng.uniform(-0.6, 0.6, (I, H)).astype(np.float32)
+        Rt = rng.uniform(-0.6, 0.6, (H, H)).astype(np.float32)
+        wb = rng.uniform(-0.3, 0.3, H).astype(np.float32) if bias else None
+        rb = rng.uniform(-0.3, 0.3, H).astype(np.float32) if bias else None
+        weights.append((Wt, Rt, wb, rb))
+        P = t("p")
+        nodes.append(mk("MatMul", ["xt", c(Wt)], [P]))
+        if bias:
+            P2 = t("pb")
+            nodes.append(mk("Add", [P, c(wb)], [P2]))
+            P = P2
+        if d == 1:
+            P2 = t("flip")
+            nodes.append(mk("Slice", [P, c([-1]), c([-(2 ** 62)]), c([0]), c([-1])], [P2]))
+            P = P2
+        h, hs = None, []
+        for k in range(T):
+            sl, st = t("sl"), t("step")
+            nodes += [mk("Slice", [P, c([k]), c([k + 1]), c([0])], [sl]), mk("Squeeze", [sl, c([0])], [st])]
+            if h is None:
+                rec = c(np.broadcast_to(rb if bias else np.zeros(H, np.float32), (1, B, H)).copy())
+            else:
+                rec = t("rec")
+                nodes.append(mk("MatMul", [h, c(Rt)], [rec]))
+                if bias:
+                    r2 = t("recb")
+                    nodes.append(mk("Add", [rec, c(rb)], [r2]))
+                    rec = r2
+            a, h = t("add"), t("h")
+            nodes += [mk("Add", [rec, st], [a]), mk(act, [a], [h])]
+            hs.append(h)
+        cat = t("cat")
+        nodes.append(mk("Concat", hs[::-1] if d == 1 else hs, [cat], axis=0))
+        cats.append(cat)
+    y = cats[0]
+    if bidirectional:
+        y = t("both")
+        nodes.append(mk("Concat", cats, [y], axis=2))
+    nodes.append(mk("Transpose", [y], ["y"], perm=[1, 0, 2]))
+    D = 2 if bidirectional else 1
+    g = helper.make_graph(nodes, "unrolled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [B, T, I])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [B, T, D * H])], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), weights
+
+
+def _numpy_rnn(x, Wt, Rt, wb, rb, act, reverse=False):
+    f = np.tanh if act == "Tanh" else (lambda z: np.maximum(z, 0))
+    B, T, _ = x.shape
+    h, out = np.zeros((B, Rt.shape[0])), np.zeros((B, T, Rt.shape[0]))
+    for k in (range(T - 1, -1, -1) if reverse else range(T)):
+        h = f(x[:, k] @ Wt + h @ Rt + (0 if wb is None else wb + rb))
+        out[:, k] = h
+    return out
+
+
+@pytest.mark.parametrize("bidirectional,act,bias", [(False, "Tanh", True), (True, "Tanh", True),
+                                                    (False, "Relu", False)])
+def test_unrolled_rnn_is_rerolled(bidirectional, act, bias):
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(5)
+    T, B, I, H = 4, 2, 3, 5
+    proto, weights = _unrolled_rnn_graph(rng, T, B, I, H, bidirectional, act, bias)
+    onnx.checker.check_model(proto)
+    model = eo.load(proto)
+    assert [type(la).__name__ for la in model.layers] == ["Bidirectional" if bidirectional else "SimpleRNN"]
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    ref = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(model.predict(x) - ref).max() < 1e-5
+    x2 = rng.standard_normal((3, 9, I))  # the graph is fixed to B=2, T=4; the model is not
+    want = np.concatenate([_numpy_rnn(x2, *w, act, reverse=d == 1) for d, w in enumerate(weights)], axis=-1)
+    assert np.abs(eo.load(proto, dtype="float64").predict(x2) - want).max() < 1e-6
 
 
 # -------------------------------------------------------------------------------------------

@@ -27,9 +27,14 @@ turning each piece into an edgernn layer:
 Anything else on the data path is refused with :class:`UnsupportedGraphError`, naming the
 node and its op, as is every option with no edgernn form (an activation edgernn lacks, a
 nonzero or input-given initial state, the cell state as output, one direction of a
-bidirectional layer used alone, ...). A graph with no recurrent node whose data path selects
-single time steps (what ``torch.onnx.export(dynamo=True)`` writes for an unrolled ``nn.RNN``)
-is refused with that explanation.
+bidirectional layer used alone, ...).
+
+Unrolled recurrences: ``torch.onnx.export(dynamo=True)`` writes ``nn.RNN`` as per-step chains
+``h_t = act(x_t W + b_ih + h_{t-1} R + b_hh)`` (MatMul/Add/Tanh or Relu, T fixed). Such chains,
+forward, reverse and forward+reverse pairs concatenated as a bidirectional layer, with a zero
+initial state and T >= 2, are re-rolled into native ``RNN`` nodes before import, so the model
+takes any length. Any other graph whose data path selects single time steps is refused with
+that explanation.
 
 Correspondence
 --------------
@@ -462,11 +467,11 @@ class _Importer:
     def unrolled(self, node):
         T = self.input_sizes()[1] if self.input_rank == 3 else None
         raise UnsupportedGraphError(
-            "the graph has no RNN/GRU/LSTM node and splits the input into single time steps: it looks like "
-            f"a recurrent layer unrolled over a fixed number of steps (T={T}), which is what "
-            "torch.onnx.export(..., dynamo=True) writes for nn.RNN; edgernn cannot recover the layer from "
-            "it. Export with torch.onnx.export(..., dynamo=False), or convert the PyTorch module directly "
-            "with edgernn.convert.from_torch", node)
+            "the graph has no RNN/GRU/LSTM node and splits the input into single time steps: a recurrent "
+            f"layer unrolled over a fixed number of steps (T={T}) in a form edgernn does not recognise (it "
+            "re-rolls the per-step MatMul/Add/Tanh|Relu chains torch.onnx.export(..., dynamo=True) writes for "
+            "nn.RNN). Export with torch.onnx.export(..., dynamo=False), or convert the PyTorch module with "
+            "edgernn.convert.from_torch", node)
 
     def input_sizes(self):
         return [d.dim_value if d.HasField("dim_value") else None for d in self.input.type.tensor_type.shape.dim]
@@ -999,6 +1004,269 @@ class _Importer:
         return out
 
 
+# ---- re-rolling a recurrence unrolled over time -------------------------------------------
+@dataclass
+class _Chain:
+    """One unrolled single-direction RNN: h_t = act(step_t + h_{t-1} @ Rt + rb), steps of P = X @ Wt + wb."""
+
+    X: str
+    W: np.ndarray  # (I, H), as multiplied
+    wb: np.ndarray | None
+    R: np.ndarray  # (H, H), as multiplied
+    rb: np.ndarray | None
+    act: str
+    reverse: bool
+    acts: list  # act nodes in computation order
+    concat: object  # Concat node gathering the hidden states in time order
+
+
+def _reroll(proto):
+    """Replace RNNs that an exporter unrolled into per-step MatMul/Add/Tanh|Relu chains (what
+    ``torch.onnx.export(dynamo=True)`` writes for ``nn.RNN``) by native ``RNN`` nodes.
+
+    Returns ``(proto, n)``: a rewritten copy and the number of re-rolled layers (``proto``
+    itself when nothing matched). Only exact structural matches are rewritten; anything else
+    is left for the importer to refuse.
+    """
+    g = proto.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    producer = {o: n for n in g.node for o in n.output}
+    consumers = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+
+    def ints(name):
+        v = consts.get(name)
+        return None if v is None else [int(e) for e in np.atleast_1d(v)]
+
+    def step_of(name):
+        """(P, t) when ``name`` = Squeeze(Slice(P, [t], [t+1], [0]), [0])."""
+        sq = producer.get(name)
+        if sq is None or sq.op_type != "Squeeze" or len(sq.input) < 2 or ints(sq.input[1]) != [0]:
+            return None
+        sl = producer.get(sq.input[0])
+        if sl is None or sl.op_type != "Slice" or len(sl.input) < 4:
+            return None
+        st, en, ax = ints(sl.input[1]), ints(sl.input[2]), ints(sl.input[3])
+        stp = ints(sl.input[4]) if len(sl.input) > 4 and sl.input[4] else [1]
+        if None in (st, en, ax, stp) or ax != [0] or stp != [1] or en[0] != st[0] + 1 or st[0] < 0:
+            return None
+        return sl.input[0], st[0]
+
+    def linear(name):
+        """(X, K, bias) when ``name`` = MatMul(X, K) [+ bias]; K and bias constants."""
+        n = producer.get(name)
+        bias = None
+        if n is not None and n.op_type == "Add":
+            a, b = n.input
+            if b in consts and producer.get(a) is not None and producer[a].op_type == "MatMul":
+                n, bias = producer[a], consts[b]
+            elif a in consts and producer.get(b) is not None and producer[b].op_type == "MatMul":
+                n, bias = producer[b], consts[a]
+            else:
+                return None
+        if n is None or n.op_type != "MatMul" or n.input[1] not in consts:
+            return None
+        return n.input[0], consts[n.input[1]], bias
+
+    # parse every activation node of the form act(Add(step, other))
+    parsed = {}
+    for n in g.node:
+        if n.op_type not in ("Tanh", "Relu"):
+            continue
+        add = producer.get(n.input[0])
+        if add is None or add.op_type != "Add":
+            continue
+        for a, b in (add.input, add.input[::-1]):
+            st = step_of(a)
+            if st is None:
+                continue
+            if b in consts:
+                parsed[n.output[0]] = (n, st, ("init", consts[b]))
+            else:
+                lin = linear(b)
+                if lin is not None:
+                    parsed[n.output[0]] = (n, st, ("rec", lin))
+            break
+    chains = []
+    for name, (node, (P, t0), other) in parsed.items():
+        if other[0] != "init" or t0 != 0:
+            continue
+        acts, steps, rec = [node], [(P, 0)], []
+        cur = name
+        while True:
+            nxt = [parsed[c.output[0]] for c in _walk_to_acts(cur, consumers, parsed)]
+            nxt = [v for v in nxt if v[2][0] == "rec" and v[2][1][0] == cur]
+            if len(nxt) != 1:
+                break
+            nnode, st, (_, lin) = nxt[0]
+            acts.append(nnode)
+            steps.append(st)
+            rec.append(lin)
+            cur = nnode.output[0]
+        T = len(acts)
+        if T < 2 or steps != [(P, t) for t in range(T)] or len({n.op_type for n in acts}) != 1:
+            continue
+        R = rec[0][1]
+        rb = rec[0][2]
+        if any(not np.array_equal(r[1], R) or (r[2] is None) != (rb is None)
+               or (rb is not None and not np.array_equal(r[2], rb)) for r in rec):
+            continue
+        init = np.asarray(other[1], np.float64)
+        expect = np.zeros(R.shape[1]) if rb is None else np.asarray(rb, np.float64).reshape(-1)
+        if not np.allclose(init, np.broadcast_to(expect, init.shape), rtol=1e-6, atol=1e-7):
+            continue  # a nonzero initial state: leave it for the importer to refuse
+        reverse = False
+        src = P
+        pn = producer.get(P)
+        if pn is not None and pn.op_type == "Slice" and ints(pn.input[1]) == [-1] and \
+                len(pn.input) > 4 and ints(pn.input[4]) == [-1] and ints(pn.input[3]) == [0] and \
+                (ints(pn.input[2]) or [0])[0] <= -T - 1:
+            reverse, src = True, pn.input[0]
+        lin = linear(src)
+        if lin is None:
+            continue
+        X, Wk, wb = lin
+        cats = [c for c in consumers.get(acts[0].output[0], []) if c.op_type == "Concat"]
+        order = [a.output[0] for a in (acts[::-1] if reverse else acts)]
+        cats = [c for c in cats if list(c.input) == order and _attr(c, "axis") == 0]
+        if len(cats) != 1:
+            continue
+        chains.append(_Chain(X, Wk, wb, R, rb, acts[0].op_type, reverse, acts, cats[0]))
+    if not chains:
+        return proto, 0
+    return _rewrite(proto, chains, consumers), len(chains)
+
+
+def _walk_to_acts(name, consumers, parsed):
+    """Activation nodes two or three hops below ``name`` (MatMul [-> Add bias] -> Add step -> act)."""
+    found, frontier = [], [name]
+    for _ in range(4):
+        nxt = []
+        for t in frontier:
+            for c in consumers.get(t, []):
+                if c.op_type in ("Tanh", "Relu") and c.output[0] in parsed:
+                    found.append(c)
+                elif c.op_type in ("MatMul", "Add"):
+                    nxt.extend(c.output)
+        frontier = nxt
+    return found
+
+
+def _attr(node, name):
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return None
+
+
+def _rewrite(proto, chains, consumers):
+    """A copy of ``proto`` with each chain (or forward+reverse pair) replaced by one RNN node."""
+    from onnx import helper
+
+    new = onnx.ModelProto()
+    new.CopyFrom(proto)
+    g = new.graph
+    used = {c.concat.output[0]: c for c in chains}
+    pairs, singles = [], []
+    for c in chains:
+        cons = consumers.get(c.concat.output[0], [])
+        pair = None
+        if not c.reverse and len(cons) == 1 and cons[0].op_type == "Concat" and len(cons[0].input) == 2 \
+                and cons[0].input[0] == c.concat.output[0] and _attr(cons[0], "axis") in (2, -1):
+            other = used.get(cons[0].input[1])
+            if other is not None and other.reverse and other.X == c.X and other.act == c.act and \
+                    other.W.shape == c.W.shape and (other.wb is None) == (c.wb is None) and \
+                    (other.rb is None) == (c.rb is None):
+                pair = (c, other, cons[0])
+        if pair:
+            pairs.append(pair)
+    paired = {id(x) for p in pairs for x in p[:2]}
+    singles = [c for c in chains if id(c) not in paired]
+    remove = set()
+    insert = []  # (index of the node to insert before, nodes)
+    index = {id(n): k for k, n in enumerate(proto.graph.node)}
+    k = 0
+
+    def weights(cs, base):
+        W = np.stack([c.W.T for c in cs]).astype(np.float32)
+        R = np.stack([c.R.T for c in cs]).astype(np.float32)
+        H = R.shape[1]
+        names = [f"{base}_W", f"{base}_R"]
+        g.initializer.extend([numpy_helper.from_array(W, names[0]), numpy_helper.from_array(R, names[1])])
+        if cs[0].wb is not None or cs[0].rb is not None:
+            B = np.stack([np.concatenate([np.zeros(H) if c.wb is None else np.asarray(c.wb).reshape(-1),
+                                          np.zeros(H) if c.rb is None else np.asarray(c.rb).reshape(-1)])
+                          for c in cs]).astype(np.float32)
+            g.initializer.append(numpy_helper.from_array(B, f"{base}_B"))
+            names.append(f"{base}_B")
+        return names, H
+
+    act_name = {"Tanh": "Tanh", "Relu": "Relu"}
+    for c in singles:
+        base = f"rerolled_rnn_{k}"
+        k += 1
+        (names, H) = weights([c], base)
+        last = c.acts[-1].output[0]
+        nodes = [helper.make_node("RNN", [c.X] + names, [f"{base}_Y", last], name=base, hidden_size=H,
+                                  direction="reverse" if c.reverse else "forward",
+                                  activations=[act_name[c.act]]),
+                 helper.make_node("Squeeze", [f"{base}_Y", f"{base}_ax1"], [c.concat.output[0]],
+                                  name=f"{base}_squeeze")]
+        g.initializer.append(numpy_helper.from_array(np.array([1], np.int64), f"{base}_ax1"))
+        remove.update({index[id(c.acts[-1])], index[id(c.concat)]})
+        insert.append((index[id(c.acts[-1])], nodes))
+    for fw, bw, cat in pairs:
+        base = f"rerolled_rnn_{k}"
+        k += 1
+        (names, H) = weights([fw, bw], base)
+        g.initializer.extend([numpy_helper.from_array(np.array([0, 0, -1], np.int64), f"{base}_shape"),
+                              numpy_helper.from_array(np.array([0], np.int64), f"{base}_0"),
+                              numpy_helper.from_array(np.array([1], np.int64), f"{base}_1"),
+                              numpy_helper.from_array(np.array([2], np.int64), f"{base}_2")])
+        nodes = [helper.make_node("RNN", [fw.X] + names, [f"{base}_Y", f"{base}_Yh"], name=base, hidden_size=H,
+                                  direction="bidirectional", activations=[act_name[fw.act]] * 2),
+                 helper.make_node("Transpose", [f"{base}_Y"], [f"{base}_Yt"], perm=[0, 2, 1, 3]),
+                 helper.make_node("Reshape", [f"{base}_Yt", f"{base}_shape"], [cat.output[0]], name=f"{base}_merge"),
+                 helper.make_node("Slice", [f"{base}_Yh", f"{base}_0", f"{base}_1", f"{base}_0"],
+                                  [fw.acts[-1].output[0]]),
+                 helper.make_node("Slice", [f"{base}_Yh", f"{base}_1", f"{base}_2", f"{base}_0"],
+                                  [bw.acts[-1].output[0]])]
+        at = max(index[id(fw.acts[-1])], index[id(bw.acts[-1])])
+        remove.update({index[id(fw.acts[-1])], index[id(bw.acts[-1])], index[id(fw.concat)],
+                       index[id(bw.concat)], index[id(cat)]})
+        insert.append((at, nodes))
+    old = list(g.node)
+    del g.node[:]
+    by_pos = {}
+    for at, nodes in insert:
+        by_pos.setdefault(at, []).extend(nodes)
+    order = []
+    for pos, n in enumerate(old):
+        order.extend(by_pos.get(pos, []))
+        if pos not in remove:
+            order.append(n)
+    # stable topological order (a re-rolled node may have to move before earlier consumers)
+    avail = {i.name for i in g.input} | {t.name for t in g.initializer} | {""}
+    pending = order
+    while pending:
+        rest = []
+        for n in pending:
+            if all(i in avail for i in n.input):
+                g.node.append(n)
+                avail.update(n.output)
+            else:
+                rest.append(n)
+        if len(rest) == len(pending):  # leftovers depend on removed tensors: dead code, drop them
+            break
+        pending = rest
+    return new
+
+
 def _replace(d, **kw):
     new = _Data(list(d.axes), d.version, d.src, d.kind, d.dsel, d.merge, d.flipped, None)
     for k, v in kw.items():
@@ -1076,6 +1344,7 @@ def load(path, *, output=None, input=None, dtype="float32"):  # noqa: A002 - ONN
         A node or option with no edgernn form, naming the node and its op.
     """
     proto = path if isinstance(path, onnx.ModelProto) else onnx.load(os.fspath(path))
+    proto, rerolled = _reroll(proto)
     imp = _Importer(proto, output, input)
     axes = imp.run()
     model = _build(imp, axes, np.dtype(dtype))
