@@ -141,6 +141,19 @@ def test_round_trip_edgernn_export(name, tmp_path):
     assert back.meta["onnx_import"]["input_layout"] == "batch-first"
 
 
+def test_round_trip_embedding(tmp_path):
+    from edgernn.layers import Embedding
+
+    rng = np.random.default_rng(6)
+    model = Sequential([Embedding(12, 4, input_shape=(None,)), GRU(3, return_sequences=True),
+                        Dense(2, activation="softmax")], seed=3)
+    eo.export(model, tmp_path / "m.onnx")
+    back = eo.load(tmp_path / "m.onnx")
+    assert [type(la).__name__ for la in back.layers] == ["Embedding", "GRU", "Dense"]
+    ids = rng.integers(0, 12, size=(3, 5))
+    np.testing.assert_array_equal(back.predict(ids), model.predict(ids))
+
+
 def test_round_trip_lengths_input(tmp_path):
     rng = np.random.default_rng(4)
     model = Sequential([Bidirectional(GRU(3, return_sequences=True)), LSTM(2), Dense(1)], seed=2)

@@ -195,12 +195,16 @@ class _Importer:
         graph_inputs = [i for i in self.g.input if i.name not in inits]
         floats = [i for i in graph_inputs if i.type.tensor_type.elem_type in
                   (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)]
+        ints = [i for i in graph_inputs if i.type.tensor_type.elem_type in
+                (onnx.TensorProto.INT32, onnx.TensorProto.INT64)]
         if input_name is None:
-            if len(floats) != 1:
+            if len(floats) > 1:
                 raise UnsupportedGraphError(
                     f"expected one float input, the graph has {[i.name for i in floats]} (pass input=...; "
                     "extra inputs such as initial states have no edgernn form)")
-            inp = floats[0]
+            if not floats and len(ints) != 1:
+                raise UnsupportedGraphError(f"no float input and {len(ints)} integer inputs: pass input=...")
+            inp = floats[0] if floats else ints[0]
         else:
             match = [i for i in graph_inputs if i.name == input_name]
             if not match:
@@ -208,17 +212,24 @@ class _Importer:
                                             f"({[i.name for i in graph_inputs]})")
             inp = match[0]
         self.input = inp
+        self.ids = inp in ints  # token ids: the graph must start with a Gather on an embedding table
         dims = inp.type.tensor_type.shape.dim
         self.input_rank = len(dims)
-        if self.input_rank not in (2, 3):
-            raise UnsupportedGraphError(f"input {inp.name!r} has rank {self.input_rank}; expected "
-                                        "(batch, time, features) or (batch, features)")
         sizes = [d.dim_value if d.HasField("dim_value") else None for d in dims]
-        self.input_features = sizes[-1]
-        if self.input_features is None:
-            raise UnsupportedGraphError(f"input {inp.name!r}: the feature (last) dimension must be fixed")
-        self.values[inp.name] = _Data([((f"x{k}", sizes[k]),) for k in range(self.input_rank - 1)]
-                                      + [(("F", sizes[-1]),)], 0)
+        if self.ids:
+            if self.input_rank != 2:
+                raise UnsupportedGraphError(f"integer input {inp.name!r} must be token ids (batch, time)")
+            self.input_features = None
+            self.values[inp.name] = _Data([(("x0", sizes[0]),), (("x1", sizes[1]),)], 0, kind="ids")
+        else:
+            if self.input_rank not in (2, 3):
+                raise UnsupportedGraphError(f"input {inp.name!r} has rank {self.input_rank}; expected "
+                                            "(batch, time, features) or (batch, features)")
+            self.input_features = sizes[-1]
+            if self.input_features is None:
+                raise UnsupportedGraphError(f"input {inp.name!r}: the feature (last) dimension must be fixed")
+            self.values[inp.name] = _Data([((f"x{k}", sizes[k]),) for k in range(self.input_rank - 1)]
+                                          + [(("F", sizes[-1]),)], 0)
         for i in graph_inputs:
             if i is not inp and i.type.tensor_type.elem_type in (onnx.TensorProto.INT32, onnx.TensorProto.INT64):
                 self.values[i.name] = _Lengths(i.name)
@@ -404,6 +415,10 @@ class _Importer:
         d = ins[0]
         if op == "Where":
             d = ins[1]
+        if len(ins) > 1 and isinstance(ins[1], _Data) and ins[1].kind == "ids":
+            return [self.embedding(node, ins, a)]
+        if isinstance(d, _Data) and d.kind == "ids" and op not in ("Cast", "Identity"):
+            raise UnsupportedGraphError("token ids may only index an embedding table (Gather)", node)
         if isinstance(d, _DCat):
             return [self.dcat_op(node, ins, a)]
         if not isinstance(d, _Data) and op not in ("Concat", "Add", "Mul", "MatMul"):
@@ -763,6 +778,16 @@ class _Importer:
                 spec.args["use_bias"] = True
                 return _replace(d, fresh_dense=d.fresh_dense)
         raise UnsupportedGraphError(f"{op} with a constant is only supported as the bias of a MatMul", node)
+
+    def embedding(self, node, ins, a):
+        table, ids = ins[0], ins[1]
+        if node.op_type != "Gather" or int(a.get("axis", 0)) != 0 or not isinstance(table, _Const) \
+                or table.value.ndim != 2 or self.specs:
+            raise UnsupportedGraphError("token ids are only supported as the indices of a first Gather on a "
+                                        "constant (vocabulary, dim) table (an embedding)", node)
+        E = np.asarray(table.value, np.float64)
+        self.specs.append(_Spec("embedding", {"input_dim": E.shape[0], "output_dim": E.shape[1]}, (E,)))
+        return _Data(list(ids.axes) + [(("F", E.shape[1]),)], len(self.specs))
 
     def add_dense(self, node, d, K, bias):
         axes = self.materialize(d, node)
@@ -1275,16 +1300,21 @@ def _replace(d, **kw):
 
 
 def _build(imp, axes_out, dtype):
-    from ..layers import GRU, LSTM, Activation, Bidirectional, Dense, SimpleRNN
+    from ..layers import GRU, LSTM, Activation, Bidirectional, Dense, Embedding, SimpleRNN
     from ..models import Sequential
 
     has_rnn = any(s.kind == "rnn" for s in imp.specs)
-    shape = (None, imp.input_features) if (has_rnn or imp.input_rank == 3) else (imp.input_features,)
+    if imp.ids:
+        shape = (None,)
+    else:
+        shape = (None, imp.input_features) if (has_rnn or imp.input_rank == 3) else (imp.input_features,)
     model = Sequential(name=imp.g.name or "onnx_import", dtype=dtype)
     layers = []
     for s in imp.specs:
         a = s.args
-        if s.kind == "dense":
+        if s.kind == "embedding":
+            layer = Embedding(a["input_dim"], a["output_dim"])
+        elif s.kind == "dense":
             layer = Dense(a["units"], activation=a["activation"], use_bias=a["use_bias"])
         elif s.kind == "act":
             layer = Activation(a["activation"])
@@ -1306,7 +1336,9 @@ def _build(imp, axes_out, dtype):
     from ..convert import _assign, _set_recurrent
 
     for s, layer in zip(imp.specs, layers, strict=True):
-        if s.kind == "dense":
+        if s.kind == "embedding":
+            _assign(layer, "embeddings", s.arrays[0])
+        elif s.kind == "dense":
             _assign(layer, "kernel", s.arrays[0])
             if s.arrays[1] is not None:
                 _assign(layer, "bias", s.arrays[1])
@@ -1348,7 +1380,7 @@ def load(path, *, output=None, input=None, dtype="float32"):  # noqa: A002 - ONN
     imp = _Importer(proto, output, input)
     axes = imp.run()
     model = _build(imp, axes, np.dtype(dtype))
-    in_labels = [imp.lab(f"x{k}") for k in range(imp.input_rank - 1)] + ["F"]
+    in_labels = [imp.lab(f"x{k}") for k in range(imp.input_rank - (0 if imp.ids else 1))] + ([] if imp.ids else ["F"])
     defaults = {"x0": "B", "x1": "T"}
     in_labels = [defaults.get(v, v) for v in in_labels]
     out_labels = []
