@@ -18,6 +18,7 @@ turning each piece into an edgernn layer:
   axis or merges directions, Identity, Dropout, Cast, Slice/Gather of the last time step of a
   forward layer (= its final state), Slice/Gather/Concat picking layers and directions out of
   stacked final states (PyTorch's ``h_n``), a reversing Slice after a ``reverse`` layer;
+* ``Gather`` of int64 token ids on a constant (vocabulary, dim) table -> Embedding (first);
 * ``MatMul``/``Gemm`` with a constant weight (+ ``Add`` of a constant bias) -> Dense;
   Relu/Tanh/Sigmoid/Softsign/Softplus/Elu/HardSigmoid(0.2, 0.5)/Softmax over the last axis ->
   the Dense's activation or an Activation layer;
