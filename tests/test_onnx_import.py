@@ -418,6 +418,9 @@ def test_load_does_not_modify_the_file(tmp_path):
     model = Sequential([LSTM(3, input_shape=(None, 2)), Dense(1)], seed=0)
     path = tmp_path / "m.onnx"
     eo.export(model, path)
+    eo.export(model, tmp_path / "s.onnx", streaming=True)
+    with pytest.raises(UnsupportedGraphError, match="streaming"):
+        eo.load(tmp_path / "s.onnx")
     before = path.read_bytes()
     back = eo.load(path, dtype="float64")
     assert back.dtype == np.float64 and path.read_bytes() == before

@@ -198,6 +198,10 @@ class _Importer:
                   (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)]
         ints = [i for i in graph_inputs if i.type.tensor_type.elem_type in
                 (onnx.TensorProto.INT32, onnx.TensorProto.INT64)]
+        meta = {e.key: e.value for e in proto.metadata_props}
+        if meta.get("graph") == "streaming" and "edgernn_version" in meta:
+            raise UnsupportedGraphError("this is an edgernn streaming (one-step) graph; import the full-sequence "
+                                        "graph instead (edgernn.onnx.export(model, path)), or load the .npz")
         if input_name is None:
             if len(floats) > 1:
                 raise UnsupportedGraphError(
