@@ -338,7 +338,7 @@ class _Importer:
                 if k in a:
                     return [_Const(np.array(a[k]))]
             raise UnsupportedGraphError("unsupported Constant attribute", node)
-        if present and all(isinstance(v, _Const) for v in present) and op not in _GATES:
+        if all(isinstance(v, _Const) for v in present) and op not in _GATES:
             return self.fold(node, ins)
         if any(isinstance(v, (_Data, _DCat)) for v in present):
             return self.data_op(node, ins)
