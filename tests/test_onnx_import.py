@@ -154,6 +154,24 @@ def test_round_trip_embedding(tmp_path):
     np.testing.assert_array_equal(back.predict(ids), model.predict(ids))
 
 
+@pytest.mark.parametrize("mask_value", [0.0, -1.0])
+def test_round_trip_masking(mask_value, tmp_path):
+    from edgernn.layers import Masking
+
+    rng = np.random.default_rng(7)
+    model = Sequential([Masking(mask_value, input_shape=(None, 2)), Bidirectional(GRU(3, return_sequences=True)),
+                        LSTM(2), Dense(1)], seed=4)
+    eo.export(model, tmp_path / "m.onnx")
+    back = eo.load(tmp_path / "m.onnx")
+    assert [type(la).__name__ for la in back.layers] == ["Masking", "Bidirectional", "LSTM", "Dense"]
+    assert back.layers[0].mask_value == mask_value
+    x = rng.standard_normal((4, 6, 2)).astype(np.float32)
+    x[1, 3:] = mask_value  # trailing padding, an empty sample, a one-step sample
+    x[2, :] = mask_value
+    x[3, 1:] = mask_value
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+
+
 def test_round_trip_lengths_input(tmp_path):
     rng = np.random.default_rng(4)
     model = Sequential([Bidirectional(GRU(3, return_sequences=True)), LSTM(2), Dense(1)], seed=2)

@@ -19,6 +19,8 @@ turning each piece into an edgernn layer:
   forward layer (= its final state), Slice/Gather/Concat picking layers and directions out of
   stacked final states (PyTorch's ``h_n``), a reversing Slice after a ``reverse`` layer;
 * ``Gather`` of int64 token ids on a constant (vocabulary, dim) table -> Embedding (first);
+* edgernn's export of ``Masking`` (lengths computed in the graph from ``Equal(x, mask_value)``,
+  padded steps zeroed, ``sequence_lens`` from them) -> Masking;
 * ``MatMul``/``Gemm`` with a constant weight (+ ``Add`` of a constant bias) -> Dense;
   Relu/Tanh/Sigmoid/Softsign/Softplus/Elu/HardSigmoid(0.2, 0.5)/Softmax over the last axis ->
   the Dense's activation or an Activation layer;
@@ -111,6 +113,14 @@ class _Other:
 
 
 @dataclass
+class _MaskVal:
+    """A tensor derived from comparing the data with a mask value (edgernn's Masking export)."""
+
+    value: float
+    version: int
+
+
+@dataclass
 class _LenDerived:
     """A tensor computed from the lengths input (e.g. ``lengths > 0``)."""
 
@@ -188,6 +198,7 @@ class _Importer:
         self.specs: list[_Spec] = []
         self.bind = {}
         self.lengths_name = None
+        self.masked = False
         self.input_rank = None
         self.time_selected = False
         inits = {t.name for t in self.g.initializer}
@@ -342,6 +353,11 @@ class _Importer:
             return self.fold(node, ins)
         if any(isinstance(v, (_Data, _DCat)) for v in present):
             return self.data_op(node, ins)
+        masks = [v for v in present if isinstance(v, _MaskVal)]
+        if masks:
+            if any(isinstance(v, (_Lengths, _LenDerived, _Other)) for v in present):
+                raise UnsupportedGraphError("combines a Masking-derived tensor with another graph input", node)
+            return [_MaskVal(masks[0].value, masks[0].version)]
         if any(isinstance(v, _Lengths) for v in present):
             if op in ("Cast", "Identity"):
                 return [present[0]]
@@ -428,11 +444,17 @@ class _Importer:
             return [self.dcat_op(node, ins, a)]
         if not isinstance(d, _Data) and op not in ("Concat", "Add", "Mul", "MatMul"):
             raise UnsupportedGraphError("the data tensor must be the first input", node)
-        if op == "Where" and len(ins) == 3 and isinstance(ins[1], _Data) and isinstance(ins[0], _LenDerived):
+        if op == "Where" and len(ins) == 3 and isinstance(ins[1], _Data) and isinstance(ins[0],
+                                                                                     (_LenDerived, _MaskVal)):
             other = ins[2]
             if isinstance(other, _Zeros) or (isinstance(other, _Const) and not np.any(other.value)):
                 return [ins[1]]  # edgernn already returns the zero initial state for empty sequences
             raise UnsupportedGraphError("Where on the data path with a nonzero alternative", node)
+        if op == "Equal" and isinstance(ins[1], _Const) and np.size(ins[1].value) == 1:
+            if d.version != 0 or self.specs:
+                raise UnsupportedGraphError("compares the data with a mask value after other layers (only a "
+                                            "Masking of the model input is supported)", node)
+            return [_MaskVal(float(np.ravel(ins[1].value)[0]), d.version)]
         if op == "Shape":
             lo, hi = a.get("start", 0), a.get("end", None)
             return [_Sym(list(d.axes)[slice(lo, hi)])]
@@ -632,7 +654,7 @@ class _Importer:
             spec = self.specs[d.src] if d.src is not None else None
             if (last and d.kind == "Y" and spec is not None and spec.args["D"] == 1
                     and spec.args["direction"] == "forward"):
-                if self.lengths_name is not None:
+                if self.lengths_name is not None or self.masked:
                     raise UnsupportedGraphError("selects the last time step of padded sequences (with "
                                                 "sequence_lens the final state is not the last step); use Y_h",
                                                 node)
@@ -761,6 +783,14 @@ class _Importer:
     def arith(self, node, ins):
         op = node.op_type
         a, b = ins[0], ins[1]
+        if op == "Mul" and (isinstance(a, _MaskVal) or isinstance(b, _MaskVal)):
+            d, m = (a, b) if isinstance(a, _Data) else (b, a)
+            if not isinstance(d, _Data) or d.version != m.version or self.masked:
+                raise UnsupportedGraphError("multiplies by a mask that is not the data's own Masking", node)
+            axes = self.materialize(d, node)
+            self.specs.append(_Spec("masking", {"mask_value": m.value}))
+            self.masked = True
+            return _Data(axes, len(self.specs))
         if isinstance(a, _Data) and isinstance(b, _Data):
             if (a.src == b.src and a.src is not None and a.kind == b.kind and {a.dsel, b.dsel} == {0, 1}
                     and op in ("Add", "Mul")):
@@ -878,6 +908,10 @@ class _Importer:
         if len(node.input) > 3 and node.input[3]:
             Bias = np.asarray(self.const(node.input[3], node, "B"), np.float64)
         seq = ins[4] if len(ins) > 4 else None
+        if isinstance(seq, _MaskVal):
+            if not self.masked:
+                raise UnsupportedGraphError("sequence_lens computed from the data without a Masking of it", node)
+            seq = None  # the Masking layer computes the same lengths
         if seq is not None:
             if not isinstance(seq, _Lengths):
                 raise UnsupportedGraphError("sequence_lens must be a graph input (edgernn takes it as "
@@ -1305,7 +1339,7 @@ def _replace(d, **kw):
 
 
 def _build(imp, axes_out, dtype):
-    from ..layers import GRU, LSTM, Activation, Bidirectional, Dense, Embedding, SimpleRNN
+    from ..layers import GRU, LSTM, Activation, Bidirectional, Dense, Embedding, Masking, SimpleRNN
     from ..models import Sequential
 
     has_rnn = any(s.kind == "rnn" for s in imp.specs)
@@ -1319,6 +1353,8 @@ def _build(imp, axes_out, dtype):
         a = s.args
         if s.kind == "embedding":
             layer = Embedding(a["input_dim"], a["output_dim"])
+        elif s.kind == "masking":
+            layer = Masking(a["mask_value"])
         elif s.kind == "dense":
             layer = Dense(a["units"], activation=a["activation"], use_bias=a["use_bias"])
         elif s.kind == "act":
