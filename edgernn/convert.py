@@ -428,7 +428,9 @@ def from_keras_weights(layers, input_shape=None, *, dtype=None, name=None):
         for ``GRU(reset_after=True)``; Dense ``kernel`` (I, U), ``bias`` (U,); Bidirectional:
         forward weights then backward weights. Supported: SimpleRNN, LSTM, GRU,
         Bidirectional (concat/sum/mul/ave), Dense, TimeDistributed(Dense), Activation, Dropout,
-        Masking (trailing padding, as edgernn's Masking), Embedding, InputLayer.
+        Masking, Embedding, InputLayer. Masking follows edgernn's semantics: trailing padding
+        only, and padded steps of a sequence output are zeros (Keras repeats the last output
+        there), so outputs agree on the valid steps.
         ``recurrent_dropout`` and initializers are training-time settings and are ignored.
     input_shape : tuple, optional
         One sample's shape without the batch axis; default: from an ``InputLayer``'s
