@@ -256,6 +256,28 @@ def test_torch_onnx_export_legacy(kind):
     assert worst < 1e-5, worst
 
 
+def test_torch_onnx_export_legacy_fixed_shapes():
+    """Without dynamic_axes the exporter folds shapes into constants (incl. batch 1, length 1)."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(2)
+    nn = torch.nn
+    worst = 0.0
+    for (B, T), kind, bi, use in [((1, 1), "GRU", True, "seq"), ((4, 4), "LSTM", False, "last"),
+                                  ((1, 5), "RNN", True, "h_n"), ((3, 1), "LSTM", True, "seq")]:
+        rnn = getattr(nn, kind)(3, 4, num_layers=2, bidirectional=bi, batch_first=True).eval()
+        net = _head_module(torch, rnn, 4 * (2 if bi else 1), use)
+        x = torch.randn(B, T, 3)
+        f = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (x,), f, dynamo=False, input_names=["x"])
+        model = eo.load(onnx.load_from_string(f.getvalue()))
+        with torch.no_grad():
+            ref = net(x).numpy()
+        worst = max(worst, float(np.abs(model.predict(x.numpy()) - ref).max()))
+    assert worst < 1e-5, worst
+
+
 def test_torch_onnx_export_dynamo():
     """The dynamo exporter writes native LSTM/GRU nodes but unrolls nn.RNN: both import."""
     torch = pytest.importorskip("torch")

@@ -368,7 +368,8 @@ class _Importer:
             raise UnsupportedGraphError("computes with the extra graph input "
                                         f"{next(v.name for v in present if isinstance(v, _Other))!r}, which "
                                         "edgernn's model cannot take", node)
-        if any(isinstance(v, _Zeros) for v in present) or op == "ConstantOfShape":
+        float_const = isinstance(ins[0], _Const) and np.asarray(ins[0].value).dtype.kind == "f"
+        if any(isinstance(v, _Zeros) for v in present) or op == "ConstantOfShape" or float_const:
             return [self.zeros_op(node, ins)]
         return [self.sym_op(node, ins)]
 
@@ -378,6 +379,8 @@ class _Importer:
         a = _attrs(node)
         x = ins[0]
         if isinstance(x, _Const):
+            if np.asarray(x.value).dtype.kind not in "iub" or np.ndim(x.value) > 1:
+                raise UnsupportedGraphError("unsupported computation with a shape value", node)
             x = _Sym([int(v) for v in np.atleast_1d(x.value)], scalar=np.ndim(x.value) == 0)
         if not isinstance(x, _Sym):
             raise UnsupportedGraphError("unexpected input", node)
@@ -558,7 +561,10 @@ class _Importer:
         atoms = [a for ax in d.axes for a in ax if a[1] != 1]
         singles = [a for ax in d.axes for a in ax if a[1] == 1]
         prio = {"B": 0, "T": 1, "F": 2, "H": 2}
-        singles.sort(key=lambda a: prio.get(self.lab(a[0]), 3 if not self.lab(a[0]).startswith("x") else 0))
+
+        def rank(a):
+            lab_ = self.lab(a[0])
+            return 0 if lab_.startswith("x") else prio.get(lab_, 3)
 
         def size_of(entry):
             kind, v = entry
@@ -629,6 +635,10 @@ class _Importer:
             pos = len(atoms)  # the entries after -1 were matched from the end
         if pos != len(atoms):
             raise UnsupportedGraphError(f"reshape {self.axes_labels(d)} -> {target} drops axes", node)
+        # size-1 axes: keep the most meaningful ones (batch, time, ...) in their original order
+        ones = sum(o is None for o in out)
+        while len(singles) > ones:
+            singles.pop(max(range(len(singles)), key=lambda i: (rank(singles[i]), i)))
         for k, o in enumerate(out):
             if o is None:
                 out[k] = (singles.pop(0),) if singles else (("1", 1),)
