@@ -119,6 +119,7 @@ ROUND_TRIP = {
     "bi_mul": lambda: [Bidirectional(LSTM(3, return_sequences=True), merge_mode="mul"), Dense(2, use_bias=False)],
     "activations": lambda: [LSTM(3, activation="softsign", recurrent_activation="hard_sigmoid",
                                  return_sequences=True), Dense(2, activation="elu")],
+    "bi_units_1": lambda: [Bidirectional(GRU(1, return_sequences=True)), Bidirectional(LSTM(1, use_bias=False))],
 }
 
 

@@ -1048,6 +1048,9 @@ class _Importer:
             labs2 = [lab_ for lab_ in labs if not (lab_ == "D" and D == 1)]
             if not atoms:
                 continue
+            if labs2 == ["D"] and D == 2 and spec.args["units"] == 1 and not any("H" in la for la in labels):
+                labs2 = ["D", "H"]  # units=1: a Reshape merged the directions and dropped the size-1 H
+                atoms = [atoms[0], ("H", 1)]
             if labs2 == ["D", "H"]:
                 if mode not in (None, "concat"):
                     raise UnsupportedGraphError("inconsistent merge of directions", where)
