@@ -200,7 +200,6 @@ class _Importer:
         self.lengths_name = None
         self.masked = False
         self.input_rank = None
-        self.time_selected = False
         inits = {t.name for t in self.g.initializer}
         for t in self.g.initializer:
             self.values[t.name] = _Const(numpy_helper.to_array(t))
@@ -530,8 +529,6 @@ class _Importer:
             if _size(d.axes[k]) != 1:
                 raise UnsupportedGraphError(f"squeezes axis {k} ({self.axes_labels(d)[k]}) which is not of size 1",
                                             node)
-            if self.lab(d.axes[k][0][0]) == "T":
-                self.time_selected = True
         return _replace(d, axes=[ax for k, ax in enumerate(d.axes) if k not in axes])
 
     def unsqueeze(self, d, axes):
