@@ -65,6 +65,7 @@ from .converters import (
     register,
 )
 from .graph import MIN_OPSET, GraphBuilder, make_rnn_node, supported_opset
+from .importer import UnsupportedGraphError, load  # noqa: F401  (edgernn.onnx.load: ONNX import)
 
 __all__ = ["export", "verify", "build_model", "VerifyReport", "VerificationError", "UnsupportedError",
            "register", "get_converter", "Value", "ConversionContext", "StateSpec", "GraphBuilder",
