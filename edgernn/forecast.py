@@ -16,7 +16,7 @@ saved model can forecast from raw values again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class ForecastConfig:
     log: bool | None = None  # log-transform; None = automatic (all values > 0)
     season: int = 12  # seasonal-naive baseline period (12 for monthly data, 365 for daily); 1 = naive
     scale: float = field(default=1.0)  # fitted on the training part
+    column: str | int | None = None  # the CSV column trained on (name or 0-based index), for predict
 
 
 def _transform(values, cfg):
@@ -136,7 +137,8 @@ def _config_of(model):
     fc = getattr(model, "meta", {}).get("forecast")
     if fc is None:
         raise ValueError("model has no forecasting settings (it was not trained by edgernn train/demo)")
-    return ForecastConfig(**{k: (tuple(v) if k == "units" else v) for k, v in fc.items()})
+    known = {f.name for f in fields(ForecastConfig)}
+    return ForecastConfig(**{k: (tuple(v) if k == "units" else v) for k, v in fc.items() if k in known})
 
 
 def _predict_from(model, cfg, z, anchors):

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,7 +123,7 @@ def _layer_summary(layers):
     return out
 
 
-def build_model(model, streaming=False, opset=None, lengths_input=False):
+def build_model(model, streaming=False, opset=None, lengths_input=False, preprocess=True):
     """Build the ``onnx.ModelProto`` of ``model`` (without writing or checking it).
 
     Parameters
@@ -136,6 +136,10 @@ def build_model(model, streaming=False, opset=None, lengths_input=False):
         Default: :func:`supported_opset`. Must be >= 14.
     lengths_input : bool
         Full graph only: add an int64 ``lengths`` (batch,) input.
+    preprocess : bool
+        For a forecaster (``model.meta["forecast"]``, written by ``edgernn train``/``demo``),
+        put its preprocessing into the graph so that it takes and returns raw values (see
+        :mod:`edgernn.onnx.preprocess`). False exports the bare network.
 
     Returns
     -------
@@ -149,7 +153,15 @@ def build_model(model, streaming=False, opset=None, lengths_input=False):
         Bad opset, unbuilt model.
     """
     from .. import __version__
+    from . import preprocess as _pp
 
+    fc = _pp.forecast_settings(model) if preprocess else None
+    if fc is not None:
+        if lengths_input:
+            raise ValueError("export: lengths_input does not apply to a forecaster's raw-value graph "
+                             "(pass preprocess=False to export the bare network)")
+        core = build_model(model, streaming=False, opset=opset, preprocess=False)
+        return _pp.wrap(core, fc, streaming=bool(streaming))
     opset = _resolve_opset(opset)
     layers = _model_layers(model)
     input_shape = tuple(model.input_shape)
@@ -194,7 +206,17 @@ def build_model(model, streaming=False, opset=None, lengths_input=False):
 def _atomic_write(path, data: bytes):
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", suffix=".onnx", dir=d)
+    # O_EXCL with mode 0666: the kernel applies the process umask (as for any new file, and as the
+    # .npz saves do), unlike mkstemp's 0600; the umask itself is never read or changed
+    for _ in range(100):
+        tmp = os.path.join(d, ".tmp-" + os.path.basename(path) + "-" + secrets.token_hex(4) + ".onnx")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover
+        raise FileExistsError(f"cannot create a temporary file next to {path}")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -207,7 +229,8 @@ def _atomic_write(path, data: bytes):
         raise
 
 
-def export(model, path, streaming=False, opset=None, *, lengths_input=False, verify=False, **verify_kwargs):
+def export(model, path, streaming=False, opset=None, *, lengths_input=False, preprocess=True, verify=False,
+           **verify_kwargs):
     """Export ``model`` to an ONNX file.
 
     The model is checked with ``onnx.checker.check_model(full_check=True)`` and written
@@ -223,6 +246,9 @@ def export(model, path, streaming=False, opset=None, *, lengths_input=False, ver
         ONNX opset, 14 or later; default: the newest the installed onnxruntime runs.
     lengths_input : bool
         Full graph: add an int64 ``lengths`` (batch,) input (see the module docstring).
+    preprocess : bool
+        For a forecaster (``model.meta["forecast"]``), put its preprocessing into the graph:
+        raw values in, forecasts out (:mod:`edgernn.onnx.preprocess`). False: the bare network.
     verify : bool
         Also run :func:`verify` on the written file before it replaces ``path`` (a graph that
         fails is not written).
@@ -234,7 +260,7 @@ def export(model, path, streaming=False, opset=None, *, lengths_input=False, ver
     str
         ``path``.
     """
-    proto = build_model(model, streaming=streaming, opset=opset, lengths_input=lengths_input)
+    proto = build_model(model, streaming=streaming, opset=opset, lengths_input=lengths_input, preprocess=preprocess)
     onnx.checker.check_model(proto, full_check=True)
     path = os.fspath(path)
     tmp = _atomic_write(path, proto.SerializeToString())
@@ -560,9 +586,14 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
             if "graph" not in meta:
                 raise ValueError(f"{p}: not written by edgernn.onnx.export (no metadata)")
             report.opsets.append(next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")))
+            sess = _session(p)
+            if "preprocessing" in meta:  # a forecaster's raw-value graph: against the forecast pipeline
+                from .preprocess import verify_forecast
+
+                verify_forecast(model, sess, meta, p, report, rng)
+                continue
             default, no_time = _default_cases(model, meta)
             cs = list(cases) if cases is not None else default
-            sess = _session(p)
             if meta["graph"] == "streaming":
                 _verify_streaming(model, sess, meta, p, report, cs, no_time, rng, guard)
             else:
