@@ -32,6 +32,7 @@ def _out(*args):
 # ----------------------------------------------------------------------------------------
 # CSV input (export/run_onnx.py has the same rules in its own copy: it must not import edgernn)
 _DELIMITERS = ("\t", ";", "|", ",")  # in order of preference when several split every line alike
+_LETTER = re.compile(r"[^\W\d]")
 _DECIMAL_COMMA = re.compile(r"^[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?$")
 
 
@@ -58,6 +59,14 @@ def _sniff_delimiter(lines):
         if len(sample) > 1 and len(counts) == 1 and counts.pop() > 0:
             return d
     return None
+
+
+def _not_number(cell, delimiter):
+    try:
+        _number(cell, delimiter)
+    except ValueError:
+        return True
+    return False
 
 
 def _number(cell, delimiter):
@@ -97,10 +106,8 @@ def read_table(path, delimiter=None):
         rows.append((k, [c.strip() for c in r]))
     header = None
     first = rows[0][1]
-    try:
-        [_number(c, d) for c in first if c]
-    except ValueError:
-        header, rows = [c.strip('"').strip() for c in first], rows[1:]
+    if first and all(_not_number(c, d) for c in first) and any(_LETTER.search(c) for c in first):
+        header, rows = [c.strip('"').strip() for c in first], rows[1:]  # names, no numbers: a header
     if not rows:
         raise CLIError(f"{path}: no data rows (only a header line: {','.join(header)})")
     return header, rows, d
