@@ -123,13 +123,22 @@ class StreamRunner:
             elif o.name in self.state_out:
                 self.state_out[o.name][...] = r
 
-    def step(self, sample):
-        """One time step; returns the prediction (a view into the output buffer)."""
+    def step(self, sample, copy=True):
+        """One time step; returns the prediction.
+
+        Parameters
+        ----------
+        sample : array_like
+            ``features`` numbers (a token id for an Embedding model).
+        copy : bool
+            True (default): a new array the caller can keep. False: the bound output buffer,
+            overwritten by the next step (no allocation).
+        """
         self.x[0] = sample
         self._run()
         for out_name, in_name in self.state_map.items():
             np.copyto(self.state_in[in_name], self.state_out[out_name])
-        return self.y[0]
+        return self.y[0].copy() if copy else self.y[0]
 
 
 class InputError(Exception):
@@ -335,7 +344,7 @@ def _main(args):
             clock = time.perf_counter
             for _, vals in _rows(fh, runner, name, args.delimiter, args.column):
                 t0 = clock()
-                y = runner.step(vals[0] if runner.ids else vals)
+                y = runner.step(vals[0] if runner.ids else vals, copy=False)
                 times.append(clock() - t0)
                 if not args.quiet:
                     out.write(",".join(args.fmt % v for v in y) + "\n")
@@ -363,10 +372,10 @@ def _main(args):
         bt = np.empty(args.bench)
         clock = time.perf_counter
         for k in range(args.warmup):
-            runner.step(xs[k])
+            runner.step(xs[k], copy=False)
         for k in range(args.bench):
             t0 = clock()
-            runner.step(xs[args.warmup + k])
+            runner.step(xs[args.warmup + k], copy=False)
             bt[k] = clock() - t0
         sys.stderr.write(f"benchmark latency: {_percentiles(bt)}\n")
     return 0

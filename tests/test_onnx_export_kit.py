@@ -160,3 +160,17 @@ def test_run_onnx_refuses_bad_files(tmp_path):
                          ([str(path), str(tmp_path)], "is a directory")):
         rc, _, err = run_rc(args, stdin="1,2\n")
         _assert_refused(rc, err, needle)
+
+
+def test_stream_runner_step_returns_values_the_caller_can_keep(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_onnx", RUNNER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model, path = model_and_stream(tmp_path)
+    x = np.random.default_rng(7).standard_normal((4, 2)).astype(np.float32)
+    r = mod.StreamRunner(str(path))
+    ys = [r.step(row) for row in x]
+    ref = np.stack([model.predict(x[None, : t + 1])[0] for t in range(4)])
+    np.testing.assert_allclose(np.stack(ys), ref, atol=1e-5)

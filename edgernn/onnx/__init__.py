@@ -40,6 +40,11 @@ LSTMs ``state_{k}_c``; outputs ``y`` (batch, out) and the new states ``state_{k}
 Bidirectional and ``go_backwards`` layers cannot run step by step and are refused. Masking is
 the identity there (a stream has no trailing padding: feed real steps only).
 
+*Forecasters* (``model.meta["forecast"]``, from ``edgernn train``/``demo``): both graphs include
+the forecaster's preprocessing as ONNX ops, so they take raw values and return forecasts, the
+numbers ``edgernn predict`` gives (see :mod:`edgernn.onnx.preprocess`); ``preprocess=False``
+exports the bare network.
+
 ``metadata_props`` holds the edgernn version, the graph kind, the input layout, name, dtype
 and feature count, the layer summary, the outputs, and for state-carrying graphs the names
 and shapes of the states (``states``, JSON).
