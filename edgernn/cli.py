@@ -9,8 +9,11 @@ import argparse
 import csv
 import logging
 import os
+import re
 import sys
+import tempfile
 import time
+import zipfile
 
 import numpy as np
 
@@ -27,67 +30,176 @@ def _out(*args):
 
 
 # ----------------------------------------------------------------------------------------
-def _read_column(path, column):
-    """Read one numeric column of a CSV file (by name or 0-based index; default: last column)."""
+# CSV input (export/run_onnx.py has the same rules in its own copy: it must not import edgernn)
+_DELIMITERS = ("\t", ";", "|", ",")  # in order of preference when several split every line alike
+_LETTER = re.compile(r"[^\W\d]")
+_DECIMAL_COMMA = re.compile(r"^[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?$")
+
+
+def _decode(path, data):
+    if b"\x00" in data[:65536]:
+        raise CLIError(f"{path}: a binary file, not CSV text")
     try:
-        with open(path, newline="") as fh:
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
-    except OSError as exc:
-        raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not rows:
-        raise CLIError(f"{path}: no rows")
+        return data.decode("utf-8-sig")  # a UTF-8 BOM (Excel) is skipped
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise CLIError(f"{path}, line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+                       "save the file as UTF-8 (or plain ASCII) CSV") from None
+
+
+def _sniff_delimiter(lines):
+    """The delimiter that splits every sampled line into the same number (>1) of fields, or None."""
+    sample = lines[:50]
+    for d in _DELIMITERS:
+        counts = {ln.count(d) for ln in sample}
+        if len(counts) == 1 and counts.pop() > 0:
+            return d
+    for d in _DELIMITERS:  # a header with a different count (quoted names): judge the data lines
+        counts = {ln.count(d) for ln in sample[1:]}
+        if len(sample) > 1 and len(counts) == 1 and counts.pop() > 0:
+            return d
+    return None
+
+
+def _not_number(cell, delimiter):
+    try:
+        _number(cell, delimiter)
+    except ValueError:
+        return True
+    return False
+
+
+def _number(cell, delimiter):
+    c = cell.strip().strip('"').strip()
+    if delimiter != "," and _DECIMAL_COMMA.match(c):
+        c = c.replace(",", ".")
+    return float(c)
+
+
+def read_table(path, delimiter=None):
+    """Rows of a CSV file as lists of strings, with their 1-based line numbers.
+
+    Returns
+    -------
+    header : list of str or None
+    rows : list of (line_number, list of str)
+    delimiter : str
+    """
+    if path == "-":
+        data = sys.stdin.buffer.read()
+        path = "<stdin>"
+    else:
+        if os.path.isdir(path):
+            raise CLIError(f"{path} is a directory, not a CSV file")
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise CLIError(f"cannot read {path}: {exc.strerror or exc}") from None
+    text = _decode(path, data)
+    numbered = [(k + 1, ln) for k, ln in enumerate(text.splitlines()) if ln.strip()]
+    if not numbered:
+        raise CLIError(f"{path}: empty file (no rows)")
+    d = delimiter if delimiter else (_sniff_delimiter([ln for _, ln in numbered]) or ",")
+    rows = []
+    for (k, _ln), r in zip(numbered, csv.reader([ln for _, ln in numbered], delimiter=d), strict=True):
+        rows.append((k, [c.strip() for c in r]))
     header = None
-    try:
-        float(rows[0][-1] if column is None or not str(column).isdigit() else rows[0][int(column)])
-    except (ValueError, IndexError):
-        header, rows = [h.strip().strip('"') for h in rows[0]], rows[1:]
+    first = rows[0][1]
+    if first and all(_not_number(c, d) for c in first) and any(_LETTER.search(c) for c in first):
+        header, rows = [c.strip('"').strip() for c in first], rows[1:]  # names, no numbers: a header
+    if not rows:
+        raise CLIError(f"{path}: no data rows (only a header line: {','.join(header)})")
+    return header, rows, d
+
+
+def _read_column(path, column, delimiter=None):
+    """One numeric column of a CSV file (by name or 0-based index; default: the last).
+
+    Returns
+    -------
+    values : ndarray (N,) float64
+    column : str or int
+        The column read: its header name when the file has a header, else its index.
+    """
+    header, rows, d = read_table(path, delimiter)
+    where = "<stdin>" if path == "-" else path
     if column is None:
-        j = len(rows[0]) - 1
-    elif str(column).isdigit():
+        j = len(rows[0][1]) - 1
+    elif str(column).lstrip("-").isdigit():
         j = int(column)
+        if j < 0:
+            raise CLIError(f"--column: expected a column name or a 0-based index, got {column}")
     else:
         if header is None or column not in header:
-            raise CLIError(f"{path}: no column named {column!r} (columns: {header})")
+            raise CLIError(f"{where}: no column named {column!r} (columns: "
+                           f"{header if header else 'the file has no header line'})")
         j = header.index(column)
     vals = []
-    for k, r in enumerate(rows):
+    for k, r in rows:
+        if j >= len(r):
+            raise CLIError(f"{where}, line {k}: {len(r)} field(s), no column {j}"
+                           f" (delimiter {d!r}; --delimiter sets another)")
         try:
-            vals.append(float(r[j].strip().strip('"')))
-        except (ValueError, IndexError):
-            raise CLIError(f"{path}, row {k + 2 if header else k + 1}: not a number in column {column!r}: {r}") from None
+            x = _number(r[j], d)
+        except ValueError:
+            raise CLIError(f"{where}, line {k}: not a number: {r[j]!r}"
+                           + (f" (delimiter {d!r}; --delimiter sets another)" if len(r) == 1 else "")) from None
+        if not np.isfinite(x):
+            raise CLIError(f"{where}, line {k}: not a finite number: {r[j]!r}")
+        vals.append(x)
     if len(vals) < 3:
-        raise CLIError(f"{path}: need at least 3 values, got {len(vals)}")
-    return np.asarray(vals, dtype=np.float64)
+        raise CLIError(f"{where}: need at least 3 values, got {len(vals)}")
+    name = header[j] if header is not None and j < len(header) and header[j] else j
+    return np.asarray(vals, dtype=np.float64), name
 
 
-def _plot(path, report, title, dates=None, values=None):
+# ----------------------------------------------------------------------------------------
+# output paths: checked before any work, errors name the user's path
+def _check_output_file(path, option):
+    """Refuse an output file path that cannot be written, before training or exporting."""
+    if not path:
+        raise CLIError(f"{option}: empty path")
+    if os.path.isdir(path):
+        raise CLIError(f"{option} {path}: is a directory (give a file name, e.g. {os.path.join(path, 'model.npz')})")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise CLIError(f"{option} {path}: directory {os.path.dirname(path) or parent} does not exist")
+    _probe_dir(parent, f"{option} {path}")
+
+
+def _probe_dir(directory, what):
+    """Create and remove a file in ``directory``: the one reliable writability check."""
     try:
-        import matplotlib
+        fd, tmp = tempfile.mkstemp(prefix=".edgernn-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise CLIError(f"{what}: cannot write in {directory}: {exc.strerror or exc}") from None
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        logger.warning("matplotlib is not installed; no plot written (pip install 'edgernn[plot]')")
-        return None
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    idx = report["test_index"]
-    x_all = np.arange(len(values))
-    ax.plot(x_all, values, color="0.6", lw=1, label="series")
-    ax.plot(idx, report["y_true"], color="k", lw=1.5, label="truth (test)")
-    ax.plot(idx, report["y_pred"], color="tab:red", lw=1.5, marker="o", ms=3,
-            label=f"edgernn forecast (RMSE {report['rmse']:.1f})")
-    ax.plot(idx, report["baseline_pred"], color="tab:blue", lw=1, ls="--",
-            label=f"{report['baseline']} (RMSE {report['baseline_rmse']:.1f})")
-    if dates is not None:
-        ticks = x_all[:: max(1, len(x_all) // 12)]
-        ax.set_xticks(ticks)
-        ax.set_xticklabels([dates[i] for i in ticks], rotation=45, ha="right", fontsize=8)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+
+def _check_output_dir(path, option):
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise CLIError(f"{option} {path}: exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise CLIError(f"{option} {path}: cannot create the directory: {exc.strerror or exc}") from None
+    _probe_dir(path, f"{option} {path}")
+
+
+def _save_model(model, path, option="--out"):
+    """Save; if that fails after all (disk full, directory removed), keep the model elsewhere."""
+    try:
+        return model.save(path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    rescue = os.path.join(tempfile.gettempdir(), f"edgernn-unsaved-{os.getpid()}-{int(time.time())}.npz")
+    try:
+        model.save(rescue)
+    except OSError:
+        raise CLIError(f"{option} {path}: cannot write the model ({reason}); it could not be saved anywhere") from None
+    raise CLIError(f"{option} {path}: cannot write the model ({reason}); the trained model was saved to {rescue}")
 
 
 def _stream_latency(model, n=2000):
@@ -129,13 +241,20 @@ def _ort_stream_latency(path, n=2000):
 
 
 # ----------------------------------------------------------------------------------------
+def _positive(value, option):
+    if value < 1:
+        raise CLIError(f"{option}: must be a positive integer, got {value}")
+    return value
+
+
 def cmd_demo(args):
     from . import datasets
-    from .forecast import ForecastConfig, fit_forecaster
+    from .forecast import ForecastConfig, fit_forecaster, plot_forecast
 
-    os.makedirs(args.out, exist_ok=True)
+    epochs = (8 if args.quick else 60) if args.epochs is None else _positive(args.epochs, "--epochs")
+    _check_output_dir(args.out, "--out")
     dates, values = datasets.load_airline()
-    cfg = ForecastConfig(epochs=args.epochs if args.epochs else (8 if args.quick else 60), seed=args.seed)
+    cfg = ForecastConfig(epochs=epochs, seed=args.seed, column="Passengers")
     _out(f"edgernn demo: stacked {cfg.cell.upper()} {list(cfg.units)} forecaster on airline passengers "
          f"({len(values)} months, {dates[0]}..{dates[-1]}); test = last {cfg.test_size} months")
     t0 = time.perf_counter()
@@ -147,10 +266,15 @@ def cmd_demo(args):
          f"{rep['baseline']} {rep['baseline_rmse']:.2f}   "
          f"ratio {rep['rmse'] / rep['baseline_rmse']:.2f}")
     mpath = os.path.join(args.out, "airline_model.npz")
-    model.save(mpath)
+    _save_model(model, mpath, "--out")
     _out(f"saved model: {mpath}")
-    ppath = _plot(os.path.join(args.out, "airline_forecast.png"), rep,
-                  "edgernn: airline passengers, one-step forecast on the held-out 24 months", dates, values)
+    try:
+        ppath = plot_forecast(os.path.join(args.out, "airline_forecast.png"), rep, values, dates,
+                              title="edgernn demo: airline passengers, one-step forecast of the held-out 24 months",
+                              ylabel="passengers (thousands)")
+    except ImportError:
+        logger.warning("matplotlib is not installed; no plot written (pip install 'edgernn[plot]')")
+        ppath = None
     if ppath:
         _out(f"plot: {ppath}")
     lat = _stream_latency(model)
@@ -164,12 +288,19 @@ def cmd_demo(args):
         else:
             for streaming in (False, True):
                 opath = os.path.join(args.out, "airline_model" + ("_stream" if streaming else "") + ".onnx")
-                eonnx.export(model, opath, streaming=streaming)
-                report = eonnx.verify(model, opath)
-                _out(f"exported {opath}: verified against onnxruntime, {_fmt_report(report)}")
-            lat_ort = _ort_stream_latency(opath)
-            _out(f"onnxruntime streaming graph per step (session.run, 1 thread): median {lat_ort[0]:.1f} us, "
+                report = _export_file(eonnx, model, opath, streaming, None, verify=True, option="--out")
+                _out(f"exported {opath} (raw passenger counts in, forecasts out): verified against "
+                     f"onnxruntime, {_fmt_report(report)}")
+            # the network alone, one step, as model.stream() runs it: the like-for-like comparison
+            import onnx as _onnx
+
+            net = os.path.join(tempfile.mkdtemp(prefix="edgernn-demo-"), "net_stream.onnx")
+            _onnx.save(eonnx.build_model(model, streaming=True, preprocess=False), net)
+            lat_ort = _ort_stream_latency(net)
+            _out(f"onnxruntime, the same network one step (session.run, 1 thread): median {lat_ort[0]:.1f} us, "
                  f"p99 {lat_ort[1]:.1f} us; export/run_onnx.py measures its io_binding style")
+            os.unlink(net)
+            os.rmdir(os.path.dirname(net))
     return 0
 
 
@@ -183,22 +314,31 @@ def _fmt_report(report):
 def cmd_train(args):
     from .forecast import ForecastConfig, fit_forecaster
 
-    values = _read_column(args.csv, args.column)
     try:
         units = tuple(int(u) for u in str(args.units).split(","))
     except ValueError:
         raise CLIError(f"--units: expected comma-separated integers, got {args.units!r}") from None
-    if any(u < 1 for u in units) or args.window < 1 or args.horizon < 1 or args.epochs < 1:
-        raise CLIError("--units, --window, --horizon and --epochs must be positive")
+    if any(u < 1 for u in units):
+        raise CLIError(f"--units: every entry must be a positive integer, got {args.units!r}")
+    for opt in ("window", "horizon", "epochs", "season"):
+        _positive(getattr(args, opt), "--" + opt.replace("_", "-"))
+    if args.test_size < 0:
+        raise CLIError(f"--test-size: must be 0 (train on everything) or more, got {args.test_size}")
+    _check_output_file(args.out, "--out")
+    values, column = _read_column(args.csv, args.column, args.delimiter)
     cfg = ForecastConfig(window=args.window, horizon=args.horizon, test_size=args.test_size, cell=args.cell,
-                         units=units, epochs=args.epochs, seed=args.seed, season=args.season)
+                         units=units, epochs=args.epochs, seed=args.seed, season=args.season, column=column)
     try:
         model, rep = fit_forecaster(values, cfg, verbose=0 if args.quiet else 1)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    model.save(args.out)
-    _out(f"test RMSE (last {cfg.test_size} points): {rep['rmse']:.4g}; {rep['baseline']}: {rep['baseline_rmse']:.4g}")
-    _out(f"saved model: {args.out}")
+    _save_model(model, args.out, "--out")
+    if cfg.test_size:
+        _out(f"test RMSE (last {cfg.test_size} points): {rep['rmse']:.4g}; {rep['baseline']}: "
+             f"{rep['baseline_rmse']:.4g}")
+    else:
+        _out(f"trained on all {len(values)} points (--test-size 0: no held-out test)")
+    _out(f"saved model: {args.out} (column {column!r})")
     return 0
 
 
@@ -207,17 +347,34 @@ def _load(path):
 
     if not os.path.exists(path):
         raise CLIError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise CLIError(f"{path} is a directory, not a model file")
+    if not zipfile.is_zipfile(path):
+        raise CLIError(f"{path} is not an edgernn model file (expected a .npz written by model.save or "
+                       "edgernn train)")
     try:
         return load_model(path)
-    except (ValueError, OSError) as exc:
-        raise CLIError(f"cannot load {path}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any malformed file: one line, never a traceback
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CLIError(f"cannot load {path}: {msg}") from None
 
 
 def cmd_predict(args):
-    from .forecast import forecast_next
+    from .forecast import _config_of, forecast_next
 
     model = _load(args.model)
-    values = _read_column(args.csv, args.column)
+    try:
+        cfg = _config_of(model)
+    except ValueError as exc:
+        raise CLIError(f"{args.model}: {exc}") from None
+    column = args.column if args.column is not None else cfg.column
+    try:
+        values, _ = _read_column(args.csv, column, args.delimiter)
+    except CLIError as exc:
+        if args.column is None and cfg.column is not None:
+            raise CLIError(f"{exc} (the model was trained on column {cfg.column!r}; --column picks another)") \
+                from None
+        raise
     try:
         y = forecast_next(model, values)
     except ValueError as exc:
@@ -235,70 +392,110 @@ def cmd_info(args):
     return 0
 
 
+def _export_file(eonnx, model, path, streaming, opset, verify, option="output"):
+    """Export and verify, with errors as one line naming ``path``; a graph that fails is removed.
+
+    Returns
+    -------
+    report : VerifyReport or None
+    """
+    try:
+        eonnx.export(model, path, streaming=streaming, opset=opset)
+    except OSError as exc:
+        raise CLIError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
+    except (ValueError, NotImplementedError, TypeError) as exc:
+        raise CLIError(str(exc)) from None
+    if not verify:
+        return None
+    try:
+        return eonnx.verify(model, path)
+    except (ValueError, NotImplementedError) as exc:
+        os.unlink(path)
+        raise CLIError(f"{path} removed: {str(exc).splitlines()[0]}") from None
+
+
 def cmd_export(args):
     try:
         from . import onnx as eonnx
     except ImportError as exc:
         raise CLIError(f"ONNX export needs onnx and onnxruntime: pip install 'edgernn[onnx]' ({exc})") from None
+    _check_output_file(args.output, "output")
     model = _load(args.model)
-    try:
-        path = eonnx.export(model, args.output, streaming=args.streaming, opset=args.opset)
-        if args.no_verify:
-            _out(f"exported {path} (not verified)")
-            return 0
-        report = eonnx.verify(model, path)
-    except (ValueError, NotImplementedError) as exc:
-        raise CLIError(str(exc)) from None
-    _out(f"exported {path}; verified against onnxruntime: {_fmt_report(report)}")
+    report = _export_file(eonnx, model, args.output, args.streaming, args.opset, verify=not args.no_verify)
+    if report is None:
+        _out(f"exported {args.output} (not verified)")
+    else:
+        _out(f"exported {args.output}; verified against onnxruntime: {_fmt_report(report)}")
     return 0
 
 
 # ----------------------------------------------------------------------------------------
-def build_parser():
-    p = argparse.ArgumentParser(prog="edgernn", description="Numba-accelerated RNN/LSTM/GRU for small CPUs.")
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = p.add_subparsers(dest="command", required=True)
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, but not "(default: None)" or for flags."""
 
-    d = sub.add_parser("demo", help="train the articles' stacked-LSTM forecaster on the shipped airline data")
-    d.add_argument("--out", default="edgernn-demo", help="output directory (default: ./edgernn-demo)")
-    d.add_argument("--epochs", type=int, default=None)
-    d.add_argument("--seed", type=int, default=0)
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def build_parser():
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="edgernn", formatter_class=_Help,
+                                description="Numba-accelerated RNN/LSTM/GRU for small CPUs.")
+    p.add_argument("--version", action="version", version=f"edgernn {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{demo,train,predict,info,export}")
+
+    d = sub.add_parser("demo", formatter_class=_Help,
+                       help="train the articles' stacked-LSTM forecaster on the shipped airline data")
+    d.add_argument("--out", default="edgernn-demo", help="output directory")
+    d.add_argument("--epochs", type=int, default=None, help="training epochs (default: 60; 8 with --quick)")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
     d.add_argument("--quick", action="store_true", help="a few epochs only (smoke test)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.add_argument("--no-export", action="store_true", help="skip the ONNX export and check")
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train", help="train a one-step forecaster on a CSV column")
-    t.add_argument("csv")
-    t.add_argument("--column", default=None, help="column name or 0-based index (default: last)")
-    t.add_argument("--window", type=int, default=24)
-    t.add_argument("--horizon", type=int, default=1)
-    t.add_argument("--test-size", type=int, default=24)
+    t = sub.add_parser("train", formatter_class=_Help, help="train a one-step forecaster on a CSV column")
+    t.add_argument("csv", help="CSV file ('-': stdin); delimiter detected, decimal commas read with ';'")
+    t.add_argument("--column", default=None, help="column name or 0-based index (default: the last column)")
+    t.add_argument("--delimiter", default=None, help="field delimiter (default: detected: , ; tab or |)")
+    t.add_argument("--window", type=int, default=24, help="past values the model sees")
+    t.add_argument("--horizon", type=int, default=1, help="steps ahead to forecast")
+    t.add_argument("--test-size", type=int, default=24,
+                   help="last values held out for the test RMSE (0: train on everything)")
     t.add_argument("--season", type=int, default=12, help="period of the seasonal-naive baseline (1 = naive)")
-    t.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm")
+    t.add_argument("--cell", choices=["lstm", "gru", "rnn"], default="lstm", help="recurrent cell")
     t.add_argument("--units", default="50,100", help="units per recurrent layer, e.g. 64 or 50,100")
-    t.add_argument("--epochs", type=int, default=60)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", default="model.npz")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--epochs", type=int, default=60, help="training epochs")
+    t.add_argument("--seed", type=int, default=0, help="random seed")
+    t.add_argument("--out", default="model.npz", help="model file to write")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("predict", help="forecast the next value after a CSV column's end")
-    pr.add_argument("model")
-    pr.add_argument("csv")
-    pr.add_argument("--column", default=None)
+    pr = sub.add_parser("predict", formatter_class=_Help,
+                        help="forecast the next value after a CSV column's end")
+    pr.add_argument("model", help="model file (.npz from edgernn train or demo)")
+    pr.add_argument("csv", help="CSV file ('-': stdin)")
+    pr.add_argument("--column", default=None,
+                    help="column name or 0-based index (default: the column the model was trained on)")
+    pr.add_argument("--delimiter", default=None, help="field delimiter (default: detected)")
     pr.set_defaults(func=cmd_predict)
 
-    i = sub.add_parser("info", help="print a saved model's summary")
-    i.add_argument("model")
+    i = sub.add_parser("info", formatter_class=_Help, help="print a saved model's summary")
+    i.add_argument("model", help="model file (.npz)")
     i.set_defaults(func=cmd_info)
 
-    e = sub.add_parser("export", help="export a saved model to ONNX and verify it with onnxruntime")
-    e.add_argument("model")
-    e.add_argument("output")
+    e = sub.add_parser("export", formatter_class=_Help,
+                       help="export a saved model to ONNX and verify it with onnxruntime")
+    e.add_argument("model", help="model file (.npz)")
+    e.add_argument("output", help="ONNX file to write")
     e.add_argument("--streaming", action="store_true", help="single-step graph with explicit states")
-    e.add_argument("--opset", type=int, default=None)
-    e.add_argument("--no-verify", action="store_true")
+    e.add_argument("--opset", type=int, default=None,
+                   help="ONNX opset, 14 or later (default: the newest the installed onnxruntime runs)")
+    e.add_argument("--no-verify", action="store_true", help="skip the comparison with onnxruntime")
     e.set_defaults(func=cmd_export)
     return p
 

@@ -16,7 +16,7 @@ saved model can forecast from raw values again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class ForecastConfig:
     log: bool | None = None  # log-transform; None = automatic (all values > 0)
     season: int = 12  # seasonal-naive baseline period (12 for monthly data, 365 for daily); 1 = naive
     scale: float = field(default=1.0)  # fitted on the training part
+    column: str | int | None = None  # the CSV column trained on (name or 0-based index), for predict
 
 
 def _transform(values, cfg):
@@ -99,7 +100,9 @@ def fit_forecaster(values, cfg: ForecastConfig | None = None, verbose=1, callbac
     v = np.asarray(values, dtype=np.float64).ravel()
     if cfg.log is None:
         cfg.log = bool(np.all(v > 0))
-    if cfg.test_size < 1 or cfg.test_size >= len(v) - cfg.window - cfg.horizon:
+    if cfg.test_size < 0:
+        raise ValueError(f"test_size: expected 0 (train on everything) or more, got {cfg.test_size}")
+    if cfg.test_size >= len(v) - cfg.window - cfg.horizon + 1:
         raise ValueError(f"series of {len(v)} points is too short for window {cfg.window} + horizon "
                          f"{cfg.horizon} with test_size {cfg.test_size}: no training windows left")
     z = _transform(v, cfg)
@@ -118,6 +121,10 @@ def fit_forecaster(values, cfg: ForecastConfig | None = None, verbose=1, callbac
     model.meta["forecast"] = {k: (list(val) if isinstance(val, tuple) else val) for k, val in asdict(cfg).items()}
     # one-step-ahead forecasts for every test point (inputs may reach back into the training part)
     targets = np.arange(n_train, len(v))
+    if len(targets) == 0:  # test_size 0: trained on everything, nothing to evaluate
+        nan = float("nan")
+        return model, dict(rmse=nan, baseline_rmse=nan, baseline="none (test_size 0)", test_index=targets,
+                           y_true=v[targets], y_pred=v[targets], baseline_pred=v[targets], history=history)
     y_pred = predict_at(model, v, targets)
     y_true = v[targets]
     season = max(int(cfg.season), 1)
@@ -136,7 +143,8 @@ def _config_of(model):
     fc = getattr(model, "meta", {}).get("forecast")
     if fc is None:
         raise ValueError("model has no forecasting settings (it was not trained by edgernn train/demo)")
-    return ForecastConfig(**{k: (tuple(v) if k == "units" else v) for k, v in fc.items()})
+    known = {f.name for f in fields(ForecastConfig)}
+    return ForecastConfig(**{k: (tuple(v) if k == "units" else v) for k, v in fc.items() if k in known})
 
 
 def _predict_from(model, cfg, z, anchors):
@@ -165,3 +173,77 @@ def forecast_next(model, values):
     if cfg.log and not np.all(v > 0):
         raise ValueError("this model was trained on log values: all inputs must be > 0")
     return float(_predict_from(model, cfg, _transform(v, cfg), np.array([len(v) - 1]))[0])
+
+
+def plot_forecast(path, report, values, dates=None, title="one-step forecast of the held-out part",
+                  ylabel="value", dpi=100):
+    """Plot a :func:`fit_forecaster` report: the series, the test period, truth, forecast, baseline.
+
+    The test period is shaded, the truth is drawn on top of the forecast (so it is never
+    hidden), and a second panel shows the training loss per epoch. Used by ``edgernn demo``
+    and ``examples/forecast_airline.py``.
+
+    Parameters
+    ----------
+    path : str
+        PNG file to write.
+    report : dict
+        As returned by :func:`fit_forecaster` (with a non-empty test part).
+    values : array (N,)
+        The raw series the report was made on.
+    dates : sequence of str, optional
+        Labels of the N points (x axis); default: the point index.
+    title, ylabel : str
+    dpi : int
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Raises
+    ------
+    ImportError
+        matplotlib is not installed (``pip install 'edgernn[plot]'``).
+    """
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg", "cairo"):
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = np.asarray(values, np.float64)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 1]})
+    x = np.arange(len(values))
+    idx = np.asarray(report["test_index"])
+    ax.plot(x, values, color="0.55", lw=1, label="series (training part)")
+    if len(idx):
+        ax.axvspan(idx[0] - 0.5, idx[-1] + 0.5, color="0.92", zorder=0, label="test period (never seen in training)")
+        ax.plot(idx, report["baseline_pred"], color="tab:blue", lw=1.1, ls="--", zorder=2,
+                label=f"{report['baseline']} (RMSE {report['baseline_rmse']:.3g})")
+        ax.plot(idx, report["y_pred"], color="tab:red", lw=1.2, ls="-", marker="o", ms=3.5, mfc="none", zorder=3,
+                label=f"edgernn forecast, one step ahead (RMSE {report['rmse']:.3g})")
+        ax.plot(idx, report["y_true"], color="k", lw=1.6, zorder=4, label="truth (test)")
+    if dates is not None:
+        step = max(1, len(x) // 12)
+        ticks = x[::step]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([str(dates[i]) for i in ticks], rotation=45, ha="right", fontsize=8)
+        ax.set_xlabel("date")
+    else:
+        ax.set_xlabel("time step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+    hist = report.get("history")
+    loss = getattr(hist, "history", {}).get("loss", []) if hist is not None else []
+    if len(loss):
+        ax2.plot(np.arange(1, len(loss) + 1), loss, color="tab:red")
+        ax2.set_yscale("log")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("training loss (MSE, scaled units)")
+    ax2.set_title("training", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

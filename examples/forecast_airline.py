@@ -28,10 +28,9 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 from edgernn.datasets import load_airline  # noqa: E402
-from edgernn.forecast import ForecastConfig, fit_forecaster  # noqa: E402
+from edgernn.forecast import ForecastConfig, fit_forecaster, plot_forecast  # noqa: E402
 
 
 def parse_args():
@@ -70,33 +69,10 @@ def main():
     print(f"  seasonal naive (same month, -1 y) {rep['baseline_rmse']:7.2f}")
     print(f"  ratio LSTM / seasonal naive       {ratio:7.2f}  ({'better' if ratio < 1 else 'worse'} than the baseline)")
 
-    # ---- plot ------------------------------------------------------------------------------
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 1]})
-    x = np.arange(len(values))
-    idx = rep["test_index"]
-    ax.plot(x, values, color="0.6", lw=1, label="series (training part in grey)")
-    ax.axvspan(idx[0] - 0.5, idx[-1] + 0.5, color="0.93", zorder=0)
-    ax.plot(idx, rep["y_true"], color="k", lw=1.8, label="truth (test, never seen in training)")
-    ax.plot(idx, rep["y_pred"], color="tab:red", lw=1.6, marker="o", ms=3,
-            label=f"stacked LSTM, one step ahead (RMSE {rep['rmse']:.1f})")
-    ax.plot(idx, rep["baseline_pred"], color="tab:blue", lw=1.2, ls="--",
-            label=f"seasonal naive (RMSE {rep['baseline_rmse']:.1f})")
-    ticks = x[::12]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([dates[i] for i in ticks], rotation=45, ha="right", fontsize=8)
-    ax.set_ylabel("passengers (thousands)")
-    ax.set_title("edgernn: airline passengers, forecast of the held-out 24 months")
-    ax.legend(fontsize=8, loc="upper left")
-    loss = rep["history"].history["loss"]
-    ax2.plot(np.arange(1, len(loss) + 1), loss, color="tab:red")
-    ax2.set_yscale("log")
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("training loss (MSE, scaled units)")
-    ax2.set_title("training")
-    fig.tight_layout()
-    png = os.path.join(args.out, "forecast_airline.png")
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
+    # ---- plot (the same figure as `edgernn demo`'s: edgernn.forecast.plot_forecast) ----------
+    png = plot_forecast(os.path.join(args.out, "forecast_airline.png"), rep, values, dates,
+                        title="edgernn: airline passengers, forecast of the held-out 24 months",
+                        ylabel="passengers (thousands)")
     print(f"\nplot: {png}")
 
 

@@ -84,7 +84,7 @@ def main():
     print(f"  LSTM / naive {r_model / r_naive:.3f}; LSTM / seasonal naive {r_model / r_seasonal:.3f}")
 
     # ---- plot ------------------------------------------------------------------------------
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(13, 7), gridspec_kw={"height_ratios": [1, 1.3]})
+    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(15, 7.5), gridspec_kw={"height_ratios": [1, 1.3]})
     x = np.arange(len(values))
     ax.plot(x, values, color="0.6", lw=0.5, label="series")
     ax.axvspan(t[0], t[-1], color="tab:red", alpha=0.08, label="test year (never seen in training)")
@@ -93,7 +93,7 @@ def main():
     ax.set_xticklabels([dates[i][:4] for i in ticks], fontsize=8)
     ax.set_ylabel("min temperature (C)")
     ax.set_title("Melbourne daily minimum temperature")
-    ax.legend(fontsize=8, loc="upper right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the data
     ax2.plot(t, y_true, color="k", lw=1.0, label="truth")
     ax2.plot(t, rep["y_pred"], color="tab:red", lw=1.2, label=f"stacked LSTM, one day ahead (RMSE {r_model:.2f})")
     ax2.plot(t, seasonal, color="tab:blue", lw=0.8, ls="--", alpha=0.7,
@@ -104,9 +104,7 @@ def main():
     ax2.set_xticklabels([dates[i][:7] for i in month_starts], fontsize=8, rotation=30)
     ax2.set_ylabel("min temperature (C)")
     ax2.set_title(f"test year {dates[t[0]][:4]}: forecasts against truth")
-    lo, hi = min(y_true.min(), seasonal.min()), max(y_true.max(), seasonal.max())
-    ax2.set_ylim(lo - 1, hi + 0.25 * (hi - lo))  # room for the legend
-    ax2.legend(fontsize=8, loc="upper center", ncol=3)
+    ax2.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside the data
     fig.tight_layout()
     png = os.path.join(args.out, "forecast_temperatures.png")
     fig.savefig(png, dpi=100)

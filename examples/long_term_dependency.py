@@ -143,7 +143,7 @@ def main():
     total = time.perf_counter() - t_start
 
     # ---- plot 1: validation loss curves, one panel per T --------------------------------
-    fig, axes = plt.subplots(1, len(args.T), figsize=(4.2 * len(args.T), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(args.T), figsize=(5.2 * len(args.T), 4.8), squeeze=False)
     for ax, T in zip(axes[0], args.T, strict=True):
         for cell in CELLS:
             r = results[cell, T]
@@ -151,31 +151,32 @@ def main():
                     label=f"{cell} (test {r['test_mse']:.3f})")
         ax.axhline(MEAN_MSE, color="0.5", ls="--", lw=1)
         ax.axhline(SOLVED, color="k", ls=":", lw=1)
-        ax.text(0, MEAN_MSE * 1.15, "predict the mean", fontsize=7, color="0.4")
-        ax.text(0, SOLVED * 1.15, "solved", fontsize=7)
+        ax.text(0.01, MEAN_MSE * 1.15, "predict the mean", fontsize=8, color="0.4",
+                transform=ax.get_yaxis_transform())
+        ax.text(0.01, SOLVED * 1.15, "solved", fontsize=8, transform=ax.get_yaxis_transform())
         ax.set_yscale("log")
         ax.set_ylim(5e-4, 0.5)
         ax.set_title(f"adding problem, T = {T}")
         ax.set_xlabel("training step (batch 64)")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     axes[0][0].set_ylabel("validation MSE")
-    fig.tight_layout()
+    fig.tight_layout(w_pad=2.0)
     loss_png = os.path.join(args.out, "long_term_dependency_loss.png")
     fig.savefig(loss_png, dpi=100)
     plt.close(fig)
 
     # ---- plot 2: gradient reaching each time step (largest T that is <= 100, else largest) ---
     T_g = max([T for T in args.T if T <= 100] or args.T)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
     for ax, key, title in ((axes[0], "grad_init", "at initialisation"), (axes[1], "grad_trained", "after training")):
         for cell in CELLS:
             g = results[cell, T_g][key]
             ax.semilogy(np.arange(1, T_g + 1), g, color=COLORS[cell], lw=1.6, label=cell)
-        ax.set_title(f"||dL/dx_t|| reaching step t, T = {T_g}, {title}")
+        ax.set_title(f"||dL/dx_t|| reaching step t, T = {T_g},\n{title}", fontsize=10)
         ax.set_xlabel("time step t (the loss is computed after the last step)")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("gradient norm (mean over 256 sequences)")
-    fig.tight_layout()
+    fig.tight_layout(w_pad=2.0)
     grad_png = os.path.join(args.out, "long_term_dependency_gradients.png")
     fig.savefig(grad_png, dpi=100)
     plt.close(fig)

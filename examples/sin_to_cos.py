@@ -86,7 +86,7 @@ def main():
     print(f"test MSE on sequences 4x longer than in training (from step 10): {mse_long:.5f}")
 
     # ---- plot ------------------------------------------------------------------------------
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8))
     tt = np.arange(T)
     for k, ax in zip((0, 1), axes[:2], strict=True):
         ax.plot(tt, X_test[k, :, 0], color="0.6", lw=1, label="input: sine")
@@ -94,18 +94,20 @@ def main():
         ax.plot(tt, pred[k, :, 0], color="tab:red", lw=1.4, ls="--", label="LSTM output")
         ax.set_title(f"test sequence {k + 1}")
         ax.set_xlabel("time step")
-        ax.legend(fontsize=8, loc="lower right")
     axes[2].semilogy(tt, err.mean(axis=0), color="tab:red", label="test")
     axes[2].set_title(f"test MSE by time step (overall {mse:.4f})")
     axes[2].set_xlabel("time step")
     axes[2].set_ylabel("MSE")
-    ax_in = axes[2].inset_axes([0.5, 0.55, 0.45, 0.4])
+    ax_in = axes[2].inset_axes([0.55, 0.6, 0.42, 0.35])
     ax_in.semilogy(history.history["loss"], label="train")
     ax_in.semilogy(history.history["val_loss"], label="val")
     ax_in.set_title("loss by epoch", fontsize=8)
     ax_in.tick_params(labelsize=7)
-    ax_in.legend(fontsize=7)
-    fig.tight_layout()
+    ax_in.legend(fontsize=6, loc="best", frameon=False)
+    # one legend for the two sequence panels, above them: nothing drawn over the curves
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(0.06, 1.0), ncol=3, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     png = os.path.join(args.out, "sin_to_cos.png")
     fig.savefig(png, dpi=100)
     plt.close(fig)

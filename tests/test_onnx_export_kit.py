@@ -89,3 +89,88 @@ def test_export_cli(tmp_path):
     cli = pytest.importorskip("edgernn.cli")
     assert cli.main(["export", str(tmp_path / "m.npz"), str(tmp_path / "c.onnx")]) == 0
     assert cli.main(["export", str(tmp_path / "m.npz"), str(tmp_path / "c.onnx"), "--opset", "12"]) != 0
+
+
+# ---- hostile and careless input: one line naming the line, exit status 2, never a silent drop ----------
+def run_rc(args, stdin=None):
+    data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+    r = subprocess.run([sys.executable, "-c", NO_EDGERNN, RUNNER, *args], input=data, capture_output=True,
+                       timeout=300)
+    return r.returncode, r.stdout.decode(), r.stderr.decode("utf-8", "replace")
+
+
+def _assert_refused(rc, err, *needles):
+    assert rc == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if "error:" in ln]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], err
+
+
+def test_run_onnx_first_row_bom_semicolons_and_header(tmp_path):
+    model, path = model_and_stream(tmp_path)
+    x = np.round(np.random.default_rng(5).standard_normal((4, 2)), 4)
+    ref_rc, ref, _ = run_rc([str(path)], stdin="".join(f"{a},{b}\n" for a, b in x))
+    assert ref_rc == 0 and len(ref.splitlines()) == 4
+    # an Excel file: BOM, ';' separators, decimal commas, CRLF; the first row is data and is kept
+    excel = "\ufeff" + "".join(f"{a};{b}\r\n".replace(".", ",") for a, b in x)
+    rc, out, err = run_rc([str(path)], stdin=excel.encode("utf-8"))
+    assert rc == 0, err
+    assert out == ref
+    rc, out, err = run_rc([str(path)], stdin="a,b\n" + "".join(f"{a},{b}\n" for a, b in x))
+    assert rc == 0 and out == ref and "line 1: header skipped: a,b" in err
+
+
+@pytest.mark.parametrize("stdin, needles", [
+    ("1.2.3,4\n1,2\n", ["line 1", "not a number: '1.2.3'"]),  # a typo in the first row is not a header
+    ("1,2\n3,nan\n", ["line 2", "not a finite number"]),
+    ("1,2\ninf,1\n", ["line 2", "not a finite number"]),
+    ("1,2\n3,4,5\n", ["line 2", "expected 2 numbers, got 3 fields"]),
+    (b"1,2\n\xff\xfe,3\n", ["line 2", "not UTF-8"]),
+    ("1," + "9" * (2 << 20) + "\n", ["line 1", "longer than"]),
+    ("", ["no data rows"]),
+])
+def test_run_onnx_refuses_bad_rows(tmp_path, stdin, needles):
+    _, path = model_and_stream(tmp_path)
+    rc, out, err = run_rc([str(path)], stdin=stdin)
+    _assert_refused(rc, err, *needles)
+
+
+@pytest.mark.parametrize("ids, needles", [
+    ("3\n-1\n", ["line 2", "token id -1 is not an integer in [0, 10)"]),
+    ("3\n10\n", ["line 2", "token id 10"]),
+    ("3\n99999999999999999999999\n", ["line 2", "token id"]),
+    ("3\n2.5\n", ["line 2", "token id 2.5"]),
+    ("3\n1e400\n", ["line 2", "not a finite number"]),
+])
+def test_run_onnx_refuses_bad_token_ids(tmp_path, ids, needles):
+    model = Sequential([Embedding(10, 3, input_shape=(None,)), LSTM(4), Dense(1)], seed=4)
+    path = eo.export(model, tmp_path / "e.onnx", streaming=True)
+    rc, out, err = run_rc([str(path)], stdin=ids)
+    _assert_refused(rc, err, *needles)
+
+
+def test_run_onnx_refuses_bad_files(tmp_path):
+    _, path = model_and_stream(tmp_path)
+    (tmp_path / "junk.onnx").write_bytes(b"\x00not a model")
+    for args, needle in (([str(tmp_path / "junk.onnx")], "cannot load"),
+                         ([str(tmp_path / "nope.onnx")], "no such file"),
+                         ([str(path), str(tmp_path / "nope.csv")], "cannot read"),
+                         ([str(path), str(tmp_path)], "is a directory")):
+        rc, _, err = run_rc(args, stdin="1,2\n")
+        _assert_refused(rc, err, needle)
+
+
+def test_stream_runner_step_returns_values_the_caller_can_keep(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_onnx", RUNNER)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    model, path = model_and_stream(tmp_path)
+    x = np.random.default_rng(7).standard_normal((4, 2)).astype(np.float32)
+    r = mod.StreamRunner(str(path))
+    ys = [r.step(row) for row in x]
+    ref = np.stack([model.predict(x[None, : t + 1])[0] for t in range(4)])
+    np.testing.assert_allclose(np.stack(ys), ref, atol=1e-5)

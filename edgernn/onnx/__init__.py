@@ -40,6 +40,11 @@ LSTMs ``state_{k}_c``; outputs ``y`` (batch, out) and the new states ``state_{k}
 Bidirectional and ``go_backwards`` layers cannot run step by step and are refused. Masking is
 the identity there (a stream has no trailing padding: feed real steps only).
 
+*Forecasters* (``model.meta["forecast"]``, from ``edgernn train``/``demo``): both graphs include
+the forecaster's preprocessing as ONNX ops, so they take raw values and return forecasts, the
+numbers ``edgernn predict`` gives (see :mod:`edgernn.onnx.preprocess`); ``preprocess=False``
+exports the bare network.
+
 ``metadata_props`` holds the edgernn version, the graph kind, the input layout, name, dtype
 and feature count, the layer summary, the outputs, and for state-carrying graphs the names
 and shapes of the states (``states``, JSON).
@@ -49,7 +54,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -126,7 +131,7 @@ def _layer_summary(layers):
     return out
 
 
-def build_model(model, streaming=False, opset=None, lengths_input=False):
+def build_model(model, streaming=False, opset=None, lengths_input=False, preprocess=True):
     """Build the ``onnx.ModelProto`` of ``model`` (without writing or checking it).
 
     Parameters
@@ -139,6 +144,10 @@ def build_model(model, streaming=False, opset=None, lengths_input=False):
         Default: :func:`supported_opset`. Must be >= 14.
     lengths_input : bool
         Full graph only: add an int64 ``lengths`` (batch,) input.
+    preprocess : bool
+        For a forecaster (``model.meta["forecast"]``, written by ``edgernn train``/``demo``),
+        put its preprocessing into the graph so that it takes and returns raw values (see
+        :mod:`edgernn.onnx.preprocess`). False exports the bare network.
 
     Returns
     -------
@@ -152,7 +161,15 @@ def build_model(model, streaming=False, opset=None, lengths_input=False):
         Bad opset, unbuilt model.
     """
     from .. import __version__
+    from . import preprocess as _pp
 
+    fc = _pp.forecast_settings(model) if preprocess else None
+    if fc is not None:
+        if lengths_input:
+            raise ValueError("export: lengths_input does not apply to a forecaster's raw-value graph "
+                             "(pass preprocess=False to export the bare network)")
+        core = build_model(model, streaming=False, opset=opset, preprocess=False)
+        return _pp.wrap(core, fc, streaming=bool(streaming))
     opset = _resolve_opset(opset)
     layers = _model_layers(model)
     input_shape = tuple(model.input_shape)
@@ -197,7 +214,17 @@ def build_model(model, streaming=False, opset=None, lengths_input=False):
 def _atomic_write(path, data: bytes):
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-" + os.path.basename(path) + "-", suffix=".onnx", dir=d)
+    # O_EXCL with mode 0666: the kernel applies the process umask (as for any new file, and as the
+    # .npz saves do), unlike mkstemp's 0600; the umask itself is never read or changed
+    for _ in range(100):
+        tmp = os.path.join(d, ".tmp-" + os.path.basename(path) + "-" + secrets.token_hex(4) + ".onnx")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover
+        raise FileExistsError(f"cannot create a temporary file next to {path}")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -210,7 +237,8 @@ def _atomic_write(path, data: bytes):
         raise
 
 
-def export(model, path, streaming=False, opset=None, *, lengths_input=False, verify=False, **verify_kwargs):
+def export(model, path, streaming=False, opset=None, *, lengths_input=False, preprocess=True, verify=False,
+           **verify_kwargs):
     """Export ``model`` to an ONNX file.
 
     The model is checked with ``onnx.checker.check_model(full_check=True)`` and written
@@ -226,6 +254,9 @@ def export(model, path, streaming=False, opset=None, *, lengths_input=False, ver
         ONNX opset, 14 or later; default: the newest the installed onnxruntime runs.
     lengths_input : bool
         Full graph: add an int64 ``lengths`` (batch,) input (see the module docstring).
+    preprocess : bool
+        For a forecaster (``model.meta["forecast"]``), put its preprocessing into the graph:
+        raw values in, forecasts out (:mod:`edgernn.onnx.preprocess`). False: the bare network.
     verify : bool
         Also run :func:`verify` on the written file before it replaces ``path`` (a graph that
         fails is not written).
@@ -237,7 +268,7 @@ def export(model, path, streaming=False, opset=None, *, lengths_input=False, ver
     str
         ``path``.
     """
-    proto = build_model(model, streaming=streaming, opset=opset, lengths_input=lengths_input)
+    proto = build_model(model, streaming=streaming, opset=opset, lengths_input=lengths_input, preprocess=preprocess)
     onnx.checker.check_model(proto, full_check=True)
     path = os.fspath(path)
     tmp = _atomic_write(path, proto.SerializeToString())
@@ -679,6 +710,11 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
             except Exception as exc:  # noqa: BLE001 - onnxruntime's Fail / InvalidGraph / ...
                 raise VerificationError(f"{p}: onnxruntime cannot load the graph ({type(exc).__name__}: "
                                         f"{str(exc)[:300]})") from None
+            if "preprocessing" in meta:  # a forecaster's raw-value graph: against the forecast pipeline
+                from .preprocess import verify_forecast
+
+                verify_forecast(model, sess, meta, p, report, rng)
+                continue
             try:
                 if meta["graph"] == "streaming":
                     _verify_streaming(model, sess, meta, p, report, cs, no_time, rng, guard)
