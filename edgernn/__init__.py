@@ -8,11 +8,11 @@ from . import callbacks, cells, functional, initializers, layers, losses, metric
 from ._config import get_num_threads, set_num_threads
 from .callbacks import TrainingDiverged
 from .models import Sequential
-from .saving import load_model
+from .saving import ModelFileError, load_model
 
 __version__ = "0.1.0"
 
 cells.load_all()  # registers every cell module (their layers and functional API)
 
 __all__ = ["functional", "set_num_threads", "get_num_threads", "__version__", "Sequential", "load_model",
-           "TrainingDiverged", "layers", "losses", "metrics", "optimizers", "callbacks", "initializers"]
+           "TrainingDiverged", "ModelFileError", "layers", "losses", "metrics", "optimizers", "callbacks", "initializers"]

@@ -80,7 +80,7 @@ def main():
                         Dense(len(names), activation="softmax")], seed=args.seed)
     model.compile(loss="sparse_categorical_crossentropy", optimizer=Adam(learning_rate=0.003),
                   metrics=["accuracy"])
-    print(model.summary())
+    model.summary()
     t0 = time.perf_counter()
     model.fit(excerpts, np.array(labels), batch_size=16, epochs=args.epochs, verbose=0)
     print(f"trained {args.epochs} epochs on {len(excerpts)} excerpts in {time.perf_counter() - t0:.1f} s")

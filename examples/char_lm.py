@@ -112,7 +112,7 @@ def main():
                        seed=args.seed)
     model.compile(loss=SparseCategoricalCrossentropy(from_logits=True),
                   optimizer=Adam(learning_rate=0.01, global_clipnorm=5.0))
-    print(model.summary())
+    model.summary()
 
     history = {"train": [], "val": []}
     t0 = time.perf_counter()

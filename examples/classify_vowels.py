@@ -70,7 +70,7 @@ def main():
     ], seed=args.seed)
     model.compile(loss="sparse_categorical_crossentropy", optimizer=Adam(learning_rate=0.003),
                   metrics=["accuracy"])
-    print(model.summary())
+    model.summary()
     t0 = time.perf_counter()
     model.fit(X_train, data.y_train, batch_size=16, epochs=args.epochs, verbose=0)
     seconds = time.perf_counter() - t0

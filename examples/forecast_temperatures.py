@@ -67,7 +67,7 @@ def main():
     t0 = time.perf_counter()
     model, rep = fit_forecaster(values, cfg, verbose=0)
     seconds = time.perf_counter() - t0
-    print(model.summary())
+    model.summary()
     print(f"trained {cfg.epochs} epochs in {seconds:.1f} s")
 
     # Baselines for daily data, computed here for the same test days.

@@ -66,7 +66,7 @@ def main():
                         Dense(1)],  # one output per time step
                        seed=args.seed)
     model.compile(loss="mse", optimizer=Adam(learning_rate=0.01))
-    print(model.summary())
+    model.summary()
     t0 = time.perf_counter()
     history = model.fit(X_train, y_train, batch_size=32, epochs=args.epochs, validation_split=0.1,
                         verbose=0)
