@@ -58,6 +58,7 @@ from . import cells
 from ._config import jit
 from .cells import gru as _gru
 from .cells import indrnn as _indrnn
+from .cells import janet as _janet
 from .cells import jordan as _jordan
 from .cells import lstm as _lstm
 from .cells import rnn as _rnn
@@ -210,6 +211,8 @@ def _model_step(x, Wf, buf, meta):
             _jordan.stream_step(meta, li, Wf, buf, B, rev)
         elif t == _indrnn.STREAM_OP:
             _indrnn.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _janet.STREAM_OP:
+            _janet.stream_step(meta, li, Wf, buf, B, rev)
         elif t == OP_DENSE:
             _dense_op(meta, li, Wf, buf, B, rev)
         elif t == OP_ACT:

@@ -655,8 +655,20 @@ def jordan_step(x, s, p, d, acts):
     return y, {"y": y}
 
 
+def janet_step(x, s, p, d, acts, beta=1.0):
+    """JANET: s = W_f x + U_f h + b_f, c = sigmoid(s) h + (1 - sigmoid(s - beta)) tanh(W_c x + U_c h + b_c);
+    the new state and the output are c."""
+    H = s["h"].shape[0]
+    b = np.zeros(2 * H) if p.get("b") is None else p["b"][d]
+    a = p["W"][d] @ x + p["U"][d] @ s["h"] + b
+    sf, sc = a[:H], a[H:]
+    sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    h = sigmoid(sf) * s["h"] + (1.0 - sigmoid(sf - beta)) * np.tanh(sc)
+    return h, {"h": h}
+
+
 # one naive step per cell driven by ``cell_run`` (the conformance suite's oracle)
-NAIVE_STEPS = {"indrnn": indrnn_step, "jordan": jordan_step}
+NAIVE_STEPS = {"indrnn": indrnn_step, "jordan": jordan_step, "janet": janet_step}
 
 
 def cell_run(cell, X, params, init, widths, O, lengths=None, direction="forward", acts=("Tanh", "Tanh")):

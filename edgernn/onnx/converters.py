@@ -415,7 +415,8 @@ def convert_recurrent(ctx, layer, x):
     ctx.n_recurrent += 1
     base = layer.name or f"{cell}_{k}"
     w = layer.onnx_weights()
-    has_bias = bool(getattr(layer, "use_bias", True))
+    # a bias the node needs even without use_bias (JANET's saturated output gate) is written too
+    has_bias = bool(getattr(layer, "use_bias", True)) or (w.get("Wb") is not None and bool(np.any(w["Wb"])))
     spec = cells.get(cell)
     kinds = list(spec.state_names)
     out_kind = kinds[0]  # the state that is also the output (h, or Jordan's y)
@@ -446,14 +447,17 @@ def convert_recurrent(ctx, layer, x):
         else:
             xt = ctx.time_major(x).name  # (T, B, I)
             seq = ctx.lengths32()
+        # a one-state cell on an LSTM node (JANET: h == c) starts the node's c from its h
+        init_c = init.get("h") if spec.onnx_op == "LSTM" and "c" not in kinds else None
         outs = make_rnn_node(
             g, spec.onnx_op.lower(), xt, w["W"], w["R"], w["Wb"] if has_bias else None,
             w["Rb"] if has_bias else None, w.get("P") if getattr(layer, "peephole", False) else None,
-            sequence_lens=seq, initial_h=init.get("h"), initial_c=init.get("c"), direction=layer.direction,
+            sequence_lens=seq, initial_h=init.get("h"), initial_c=init.get("c", init_c), direction=layer.direction,
             activations=layer.onnx_activations, activation_alpha=layer.activation_alpha,
             activation_beta=layer.activation_beta, clip=layer.clip, input_forget=layer.input_forget,
             linear_before_reset=layer.linear_before_reset, base=base)
-    Y, finals = outs[0], dict(zip(kinds, outs[1:], strict=True))  # Y (T, D, B, H); finals (D, B, H)
+    # Y (T, D, B, H); finals (D, B, H); a node's extra state (an LSTM's Y_c for JANET) is dropped
+    Y, finals = outs[0], dict(zip(kinds, outs[1:1 + len(kinds)], strict=True))
     if seq is not None:
         # onnxruntime leaves the state of a length-0 row at zero (LSTM, GRU) or undefined (RNN);
         # edgernn returns the initial state there.
