@@ -82,29 +82,35 @@ JANETGrads = namedtuple("JANETGrads", "U b")
 
 @jit(inline="always")
 def forward_step(cell, t, g, S, y, aux, lengths):
-    """g (B, 2H) = x_t W^T; S (B, H) the state h; aux (B, 3H) = [f | i | c~] kept for BPTT."""
+    """g (B, 2H) = x_t W^T; S (B, H) the state h; aux (B, 3H) = [f | i | c~] kept for BPTT.
+
+    Unit-major: the two weight rows of unit j are read once per step for the whole batch
+    (batch-major order would stream all of U from memory once per sequence).
+    """
     U, b, beta = cell.U, cell.b, cell.beta
-    H = S.shape[1]
+    B, H = S.shape
     z = S.dtype.type(0.0)
-    for r in range(S.shape[0]):
-        if t >= lengths[r]:
-            continue
-        gr, h, a, yr = g[r], S[r], aux[r], y[r]
-        for j in range(H):
-            sf = gr[j] + b[j]
-            sc = gr[H + j] + b[H + j]
-            uf = U[j]
-            uc = U[H + j]
+    for j in range(H):
+        uf = U[j]
+        uc = U[H + j]
+        for r in range(B):
+            if t >= lengths[r]:
+                continue
+            h = S[r]
             accf = z
             accc = z
             for k in range(H):
                 accf += uf[k] * h[k]
                 accc += uc[k] * h[k]
-            sf += accf
-            sc += accc
+            a = aux[r]
+            sf = g[r, j] + b[j] + accf
             a[j] = act1(cell.scode, sf, z, z)  # forget gate
-            a[H + j] = ONE - act1(cell.scode, sf - beta, z, z)  # input gate, tied
-            a[2 * H + j] = act1(cell.tcode, sc, z, z)  # candidate
+            a[H + j] = ONE - act1(cell.scode, sf - beta, z, z)  # input gate, tied to it
+            a[2 * H + j] = act1(cell.tcode, g[r, H + j] + b[H + j] + accc, z, z)  # candidate
+    for r in range(B):
+        if t >= lengths[r]:
+            continue
+        h, a, yr = S[r], aux[r], y[r]
         for j in range(H):
             hv = a[j] * h[j] + a[H + j] * a[2 * H + j]
             h[j] = hv
@@ -116,9 +122,9 @@ def backward_step(cell, grads, t, g, Sp, Sn, aux, dy, dS, da, lengths):
     """dS (B, H): dL/dh_t in, dL/dh_{t-1} out; da (B, 2H) = dL/d[s | candidate pre-activation]."""
     U = cell.U
     dU, db = grads.U, grads.b
-    H = dS.shape[1]
+    B, H = dS.shape
     z = dS.dtype.type(0.0)
-    for r in range(dS.shape[0]):
+    for r in range(B):
         if t >= lengths[r]:
             continue
         hp, a, dh, dar, dyr = Sp[r], aux[r], dS[r], da[r], dy[r]
@@ -132,17 +138,18 @@ def backward_step(cell, grads, t, g, Sp, Sn, aux, dy, dS, da, lengths):
             db[j] += ds
             db[H + j] += dcc
             dh[j] = dc * f  # the direct path c_{t-1} -> c_t; the products are added below
-        for j in range(2 * H):
-            d = dar[j]
+    # dU += da^T h_{t-1};  dh_{t-1} += da U: row j of U and dU once per step (padded rows: da = 0)
+    for j in range(2 * H):
+        uj = U[j]
+        duj = dU[j]
+        for r in range(B):
+            d = da[r, j]
             if d != z:
-                duj = dU[j]
+                hp = Sp[r]
+                dh = dS[r]
                 for k in range(H):
                     duj[k] += d * hp[k]
-        for k in range(H):
-            acc = z
-            for j in range(2 * H):
-                acc += U[j, k] * dar[j]
-            dh[k] += acc
+                    dh[k] += d * uj[k]
 
 
 register_steps(JANETCell, forward_step, backward_step)
