@@ -142,3 +142,41 @@ def test_bad_options_are_named():
         F.janet(X, W, U, b, beta=None)
     with pytest.raises(ValueError, match=r"\bU\b"):
         F.janet(X, W, U[:, :7], b)  # not (D, 2H, H)
+
+
+@pytest.mark.parametrize("direction", ["forward", "bidirectional"])
+def test_batch_path_oracle_and_finite_differences(direction):
+    """Batches of >= BLAS_MIN_ROWS rows take the BLAS products (the conformance suite's cases
+    have at most 3 rows): oracle and float64 finite differences on every input there too."""
+    from edgernn.cells.janet import BLAS_MIN_ROWS
+
+    rng = np.random.default_rng(4)
+    B, T, I, H = BLAS_MIN_ROWS + 2, 4, 2, 3
+    D = 2 if direction == "bidirectional" else 1
+    X = rng.standard_normal((B, T, I))
+    W, U, b = _params(rng, D, I, H)
+    h0 = rng.standard_normal((B, D, H))
+    L = np.array([4, 0, 2, 4, 1, 3][:B] + [4] * max(0, B - 6))
+    Y, Yh, cache = F.janet(X, W, U, b, h0, lengths=L, direction=direction, train=True)
+    Yn, fin = naive.cell_run("janet", X, {"W": W, "U": U, "b": b}, {"h": h0}, {"h": H}, H, L, direction)
+    np.testing.assert_allclose(Y, Yn, atol=1e-12)
+    np.testing.assert_allclose(Yh, fin["h"], atol=1e-12)
+    wY, wH = rng.standard_normal(Y.shape), rng.standard_normal(Yh.shape)
+    g = F.janet_backward(cache, wY, wH)
+    inputs = {"X": X, "W": W, "U": U, "b": b, "h0": h0}
+
+    def loss():
+        y, yh = F.janet(X, W, U, b, h0, lengths=L, direction=direction)
+        return float((y * wY).sum() + (yh * wH).sum())
+
+    eps = 1e-6
+    for key, arr in inputs.items():
+        for idx in np.ndindex(arr.shape):
+            old = arr[idx]
+            arr[idx] = old + eps
+            up = loss()
+            arr[idx] = old - eps
+            down = loss()
+            arr[idx] = old
+            num = (up - down) / (2 * eps)
+            assert abs(num - g[key][idx]) <= 1e-6 * max(1.0, abs(num)), (key, idx, num, g[key][idx])
