@@ -47,7 +47,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._activations import ONE, act1, resolve
+from .._activations import FAST_SIGMOID, FAST_TANH, ONE, act1, fast_tanh, resolve
 from .._config import jit
 from ._ops import (
     F_RSEQ,
@@ -65,6 +65,7 @@ from ._ops import (
     M_OUTS,
     M_W,
     emit,
+    fast_sigmoid,
     float_params,
     mv_flat,
 )
@@ -76,7 +77,7 @@ O_GATE_BIAS = 100.0
 
 # ---- the cell's parameters as the jitted steps see them (one direction) -------------------
 # U (2H, H), b (2H,): forget rows then candidate rows; sig/tanh activation codes; beta
-JANETCell = namedtuple("JANETCell", "U b beta scode tcode")
+JANETCell = namedtuple("JANETCell", "U UT b beta scode tcode")  # UT = U.T, C-contiguous (BLAS: 2x faster)
 JANETGrads = namedtuple("JANETGrads", "U b scratch")  # scratch (2H, H): a step's da^T h
 
 
@@ -108,7 +109,7 @@ def forward_step(cell, t, g, S, y, aux, lengths):
     z = S.dtype.type(0.0)
     P, A = _split_aux(aux, H)
     if B >= BLAS_MIN_ROWS:
-        np.dot(S, U.T, P)
+        np.dot(S, cell.UT, P)
     else:
         for j in range(2 * H):
             for r in range(B):
@@ -119,11 +120,18 @@ def forward_step(cell, t, g, S, y, aux, lengths):
     for r in range(B):
         if t >= lengths[r]:
             continue
-        for j in range(H):
-            sf = g[r, j] + b[j] + P[r, j]
-            A[r, j] = act1(cell.scode, sf, z, z)  # forget gate
-            A[r, H + j] = ONE - act1(cell.scode, sf - beta, z, z)  # input gate, tied to it
-            A[r, 2 * H + j] = act1(cell.tcode, g[r, H + j] + b[H + j] + P[r, H + j], z, z)  # candidate
+        if cell.scode == FAST_SIGMOID and cell.tcode == FAST_TANH:  # float32: a branch-free loop
+            for j in range(H):
+                sf = g[r, j] + b[j] + P[r, j]
+                A[r, j] = fast_sigmoid(sf)
+                A[r, H + j] = ONE - fast_sigmoid(sf - beta)
+                A[r, 2 * H + j] = fast_tanh(g[r, H + j] + b[H + j] + P[r, H + j])
+        else:
+            for j in range(H):
+                sf = g[r, j] + b[j] + P[r, j]
+                A[r, j] = act1(cell.scode, sf, z, z)  # forget gate
+                A[r, H + j] = ONE - act1(cell.scode, sf - beta, z, z)  # input gate, tied to it
+                A[r, 2 * H + j] = act1(cell.tcode, g[r, H + j] + b[H + j] + P[r, H + j], z, z)  # candidate
         for j in range(H):
             hv = A[r, j] * S[r, j] + A[r, H + j] * A[r, 2 * H + j]
             S[r, j] = hv
@@ -196,7 +204,8 @@ def sizes(P, D, I):
 def make_cell(P, d, options, dt):
     H = P["U"].shape[2]
     b = np.zeros(2 * H, dt) if P.get("b") is None else np.ascontiguousarray(P["b"][d])
-    return JANETCell(np.ascontiguousarray(P["U"][d]), b, dt.type(options["beta"]), np.int64(options["scode"]),
+    U = np.ascontiguousarray(P["U"][d])
+    return JANETCell(U, np.ascontiguousarray(U.T), b, dt.type(options["beta"]), np.int64(options["scode"]),
                      np.int64(options["tcode"]))
 
 
