@@ -67,19 +67,16 @@ def main(argv=None):
         bl = np.zeros((1, 4 * H), np.float32)
         for B, T in ((1, 1000), (32, 100)):
             X = rng.standard_normal((B, T, I)).astype(np.float32)
-            tj = median_time(lambda: F.janet(X, Wj, Uj, bj), args.repeat, clock)
-            tl = median_time(lambda: F.lstm(X, Wl, Rl, bl), args.repeat, clock)
-            row(f"forward ({I},{H}) B={B} T={T}", tj, tl)
             dY = np.ones((B, T, 1, H), np.float32)
-
-            def fb_j():
-                F.janet_backward(F.janet(X, Wj, Uj, bj, train=True)[-1], dY)
-
-            def fb_l():
-                F.lstm_backward(F.lstm(X, Wl, Rl, bl, train=True)[-1], dY)
-
-            row(f"forward+backward ({I},{H}) B={B} T={T}", median_time(fb_j, args.repeat, clock),
-                median_time(fb_l, args.repeat, clock))
+            jargs, largs = (X, Wj, Uj, bj), (X, Wl, Rl, bl)
+            tj = median_time(lambda a=jargs: F.janet(*a), args.repeat, clock)
+            tl = median_time(lambda a=largs: F.lstm(*a), args.repeat, clock)
+            row(f"forward ({I},{H}) B={B} T={T}", tj, tl)
+            tj = median_time(lambda a=jargs, d=dY: F.janet_backward(F.janet(*a, train=True)[-1], d), args.repeat,
+                             clock)
+            tl = median_time(lambda a=largs, d=dY: F.lstm_backward(F.lstm(*a, train=True)[-1], d), args.repeat,
+                             clock)
+            row(f"forward+backward ({I},{H}) B={B} T={T}", tj, tl)
     for I, H, B, T in ((16, 64, 32, 50), (64, 256, 32, 100)):
         X = rng.standard_normal((B, T, I)).astype(np.float32)
         y = rng.standard_normal((B, 1)).astype(np.float32)
@@ -87,7 +84,7 @@ def main(argv=None):
         for cls in (JANET, LSTM):
             m = Sequential([cls(H, input_shape=(None, I)), Dense(1)], seed=0)
             m.compile(loss="mse", optimizer="adam")
-            ts.append(median_time(lambda m=m: m.train_on_batch(X, y), args.repeat, clock))
+            ts.append(median_time(lambda m=m, X=X, y=y: m.train_on_batch(X, y), args.repeat, clock))
         row(f"train_on_batch {{cell}}({I}->{H})+Dense(1) B={B} T={T}", *ts)
     try:
         import onnxruntime as ort
@@ -108,7 +105,7 @@ def main(argv=None):
                 path = os.path.join(d, "m.onnx")
                 eo.export(m, path)
                 sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            ts.append(median_time(lambda s=sess: s.run(None, {"x": X}), args.repeat, clock))
+            ts.append(median_time(lambda s=sess, X=X: s.run(None, {"x": X}), args.repeat, clock))
         row(f"onnxruntime, exported full graph ({I},{H}) B=1 T=1000", *ts)
 
 
