@@ -85,7 +85,7 @@ def main(argv=None):
             m = Sequential([cls(H, input_shape=(None, I)), Dense(1)], seed=0)
             m.compile(loss="mse", optimizer="adam")
             ts.append(median_time(lambda m=m, X=X, y=y: m.train_on_batch(X, y), args.repeat, clock))
-        row(f"train_on_batch {{cell}}({I}->{H})+Dense(1) B={B} T={T}", *ts)
+        row(f"train_on_batch cell({I}->{H})+Dense(1) B={B} T={T}", *ts)
     try:
         import onnxruntime as ort
 
