@@ -19,7 +19,9 @@ Model definitions
 - a callable returning a compiled ``Sequential``. It may take keyword arguments ``key``
   (the data set's key) and ``seed``; pass ``seed`` on to ``Sequential(seed=seed)`` for a
   reproducible fleet. The data of each key is ``(x, y)`` (arrays as ``Sequential.fit``
-  takes them), or anything that ``prepare(item)`` turns into ``(x, y)`` on the worker;
+  takes them), or anything that ``prepare(item)`` turns into ``(x, y)`` on the worker.
+  The callable may also return a ``ForecastConfig`` (one per key: e.g. each sensor's own
+  season), which is then used as below;
 - or a :class:`edgernn.forecast.ForecastConfig`: each key's data is one series (a 1-D array,
   or the path of a CSV file read on the worker) trained with ``edgernn.forecast.fit_forecaster``
   (windows relative to the last value, split by time, scale fitted on the training part).
@@ -260,10 +262,13 @@ def _call_build(build, key, seed):
     if "seed" in params or var_kw:
         kw["seed"] = seed
     model = build(**kw)
+    from .forecast import ForecastConfig
     from .models import Sequential
 
+    if isinstance(model, ForecastConfig):
+        return dataclasses.replace(model, seed=seed)
     if not isinstance(model, Sequential):
-        raise TypeError(f"build: expected it to return a Sequential, got {type(model).__name__}")
+        raise TypeError(f"build: expected it to return a Sequential or a ForecastConfig, got {type(model).__name__}")
     if model.loss is None:
         raise ValueError("build: the model it returns must be compiled (model.compile(loss=..., optimizer=...))")
     return model
@@ -287,12 +292,21 @@ def _history_dict(history):
 
 def _train_one(spec, key, item, seed):
     """Train one key; returns (record, model bytes). Runs on a worker."""
-    if spec.prepare is not None:
-        item = spec.prepare(item)
+    from .forecast import ForecastConfig
+
     if spec.kind == "forecast":
+        cfg = dataclasses.replace(spec.build, seed=seed)
+    else:
+        cfg = _call_build(spec.build, key, seed)
+        if isinstance(cfg, ForecastConfig) and spec.fit_kwargs:
+            raise ValueError("build returned a ForecastConfig: set epochs and batch_size in it, not in fit()")
+    if isinstance(cfg, ForecastConfig):
         from .forecast import fit_forecaster
 
-        cfg = dataclasses.replace(spec.build, seed=seed)
+        if isinstance(item, (str, os.PathLike)):
+            item = read_csv_column(item, spec.column)
+        if spec.prepare is not None:
+            item = spec.prepare(item)
         model, rep = fit_forecaster(_series(item, spec), cfg, verbose=0)
         metrics = {"rmse": rep["rmse"], "baseline_rmse": rep["baseline_rmse"],
                    "ratio": rep["rmse"] / rep["baseline_rmse"] if rep["baseline_rmse"] > 0 else math.inf}
@@ -303,11 +317,13 @@ def _train_one(spec, key, item, seed):
                               "baseline": rep["baseline"]}}
         history = rep["history"]
     else:
+        if spec.prepare is not None:
+            item = spec.prepare(item)
         if isinstance(item, (str, os.PathLike)):
             raise TypeError(f"data for key {key!r} is a path: give prepare= to turn it into (x, y)")
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError(f"data for key {key!r}: expected (x, y), got {type(item).__name__}")
-        model = _call_build(spec.build, key, seed)
+        model = cfg
         kwargs = dict(spec.fit_kwargs)
         history = model.fit(item[0], item[1], verbose=0, seed=seed, **kwargs)
         metrics, extra = {}, {}
@@ -378,14 +394,13 @@ def _warm_worker(spec, key, seed):
     res = {"pid": os.getpid()}
     try:
         with _OneThread():
-            if spec.kind == "forecast":
-                from .forecast import build_model
+            from .forecast import ForecastConfig, build_model
 
-                cfg = dataclasses.replace(spec.build, seed=seed)
+            model = spec.build if spec.kind == "forecast" else _call_build(spec.build, key, seed)
+            if isinstance(model, ForecastConfig):
+                cfg = model
                 model = build_model(cfg)
                 model.compile(loss="mse", optimizer=cfg.optimizer)
-            else:
-                model = _call_build(spec.build, key, seed)
             if model.built:
                 x, y = _dummy_batch(model)
                 model.train_on_batch(x, y)
@@ -937,8 +952,9 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
     Parameters
     ----------
     build : callable or ForecastConfig
-        A function returning a compiled ``Sequential`` (it may take keyword arguments ``key``
-        and ``seed``), or a ``ForecastConfig`` (each key's data is then one series).
+        A function returning a compiled ``Sequential`` or a ``ForecastConfig`` (it may take
+        keyword arguments ``key`` and ``seed``), or one ``ForecastConfig`` for every key. With
+        a ``ForecastConfig`` each key's data is one series.
     datasets : mapping
         Key (str or int) -> data: ``(x, y)`` arrays for a model builder (``x`` (N, T, F)),
         a series (N,) or a CSV path (read on the worker) for a ForecastConfig, a Dask
@@ -952,7 +968,9 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
     fit_kwargs : dict, optional
         More ``Sequential.fit`` arguments (``validation_split``, ``callbacks``, ``shuffle``, ...).
     prepare : callable, optional
-        ``prepare(item) -> data``, run on the worker before training (load, clean, window).
+        ``prepare(item) -> data``, run on the worker before training (load, clean, window,
+        or raise to refuse a key). Forecasters: a CSV path is read first and ``prepare``
+        receives the series.
     seed : int
         Base seed; key ``k`` uses ``key_seed(seed, k)``.
     retries : int
@@ -1034,6 +1052,8 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
     order = {k: i for i, k in enumerate(keys)}
     blobs = dict(sorted(blobs.items(), key=lambda kv: order[kv[0]]))
     failures = dict(sorted(failures.items(), key=lambda kv: order[kv[0]]))
+    if blobs and all("forecast" in records[k] for k in blobs):
+        kind = "forecast"  # a builder that returns ForecastConfigs
     if failures:
         logger.info("fleet: %d of %d keys failed: %s", len(failures), len(keys), ", ".join(map(repr, list(failures)[:10])))
     return Fleet(blobs, records, failures, kind=kind, info=info)
