@@ -33,9 +33,11 @@ training the keys one by one with those seeds, whatever the cluster.
 
 Workers, threads and numba
 --------------------------
-- Parallelism comes from processes: each task trains one model with edgernn limited to one
-  thread (``edgernn.set_num_threads(1)`` inside the task, restored afterwards). The default
-  cluster has one single-threaded worker process per core.
+- Parallelism comes from processes: each task trains its model with edgernn limited to one
+  thread (``edgernn.set_num_threads(1)`` inside the task; the worker process stays at one
+  thread afterwards, which saves setting it again for every task). The default cluster has
+  one single-threaded worker process per core. On a cluster of threaded workers
+  (``processes=False``) the tasks run in your process and set its thread count to one.
 - The jitted kernels live in importable modules (``edgernn._kernels`` ...). Tasks are
   functions of this module, which Dask pickles by reference, never by value; each worker
   imports edgernn and loads the compiled kernels from numba's on-disk cache (compiling them
@@ -215,25 +217,16 @@ def _from_bytes(blob, compile=True):
         return load_model(path, compile=compile)
 
 
-class _OneThread:
-    """Context manager: edgernn at one thread (processes give the parallelism); restored on exit."""
+def _one_thread():
+    """Keep edgernn at one thread in this (worker) process: processes give the parallelism.
 
-    def __enter__(self):
-        from ._config import _threads, set_num_threads
+    Set once and left there: ``set_num_threads`` makes edgernn look for BLAS libraries again
+    (tens of ms), which must not happen for every task.
+    """
+    from ._config import get_num_threads, set_num_threads
 
-        self.saved = _threads
+    if get_num_threads() != 1:
         set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc):
-        from . import _config
-
-        if self.saved is None:
-            _config.set_num_threads(_config._default_threads())
-            _config._threads = None
-        else:
-            _config.set_num_threads(self.saved)
-        return False
 
 
 @dataclasses.dataclass
@@ -361,18 +354,18 @@ def _fit_chunk(spec, items):
         worker = get_worker().address
     except (ImportError, ValueError):
         worker = None
-    with _OneThread():
-        for key, item, seed in items:
-            t0, c0 = time.perf_counter(), time.process_time()
-            try:
-                record, blob = _train_one(spec, key, item, seed)
-                record["status"] = "ok"
-            except Exception as exc:  # noqa: BLE001 - isolate this key, report it
-                record, blob = {"status": "failed", "error": _error_info(exc),
-                                "transient": _is_transient(spec, exc)}, None
-            record.update(seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0,
-                          worker=worker, pid=os.getpid())
-            out.append((key, record, blob))
+    _one_thread()
+    for key, item, seed in items:
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            record, blob = _train_one(spec, key, item, seed)
+            record["status"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - isolate this key, report it
+            record, blob = {"status": "failed", "error": _error_info(exc),
+                            "transient": _is_transient(spec, exc)}, None
+        record.update(seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0,
+                      worker=worker, pid=os.getpid())
+        out.append((key, record, blob))
     return out
 
 
@@ -393,18 +386,18 @@ def _warm_worker(spec, key, seed):
     t0, c0 = time.perf_counter(), time.process_time()
     res = {"pid": os.getpid()}
     try:
-        with _OneThread():
-            from .forecast import ForecastConfig, build_model
+        _one_thread()
+        from .forecast import ForecastConfig, build_model
 
-            model = spec.build if spec.kind == "forecast" else _call_build(spec.build, key, seed)
-            if isinstance(model, ForecastConfig):
-                cfg = model
-                model = build_model(cfg)
-                model.compile(loss="mse", optimizer=cfg.optimizer)
-            if model.built:
-                x, y = _dummy_batch(model)
-                model.train_on_batch(x, y)
-                model.predict(x)
+        model = spec.build if spec.kind == "forecast" else _call_build(spec.build, key, seed)
+        if isinstance(model, ForecastConfig):
+            cfg = model
+            model = build_model(cfg)
+            model.compile(loss="mse", optimizer=cfg.optimizer)
+        if model.built:
+            x, y = _dummy_batch(model)
+            model.train_on_batch(x, y)
+            model.predict(x)
         res["error"] = None
     except Exception as exc:  # noqa: BLE001 - warm-up is best effort; the real tasks report errors
         res["error"] = f"{type(exc).__name__}: {exc}"
@@ -412,23 +405,26 @@ def _warm_worker(spec, key, seed):
     return res
 
 
-def _predict_task(blob, x, kwargs):
-    with _OneThread():
-        return _from_bytes(blob, compile=False).predict(x, **kwargs)
+def _predict(blob, x, kwargs):
+    return _from_bytes(blob, compile=False).predict(x, **kwargs)
 
 
-def _evaluate_task(blob, xy, kwargs):
+def _evaluate(blob, xy, kwargs):
     if not isinstance(xy, (tuple, list)) or len(xy) != 2:
         raise TypeError(f"expected (x, y), got {type(xy).__name__}")
-    with _OneThread():
-        return _from_bytes(blob).evaluate(xy[0], xy[1], return_dict=True, **kwargs)
+    return _from_bytes(blob).evaluate(xy[0], xy[1], return_dict=True, **kwargs)
 
 
-def _forecast_task(blob, values):
+def _forecast(blob, values):
     from .forecast import forecast_next
 
-    with _OneThread():
-        return forecast_next(_from_bytes(blob, compile=False), values)
+    return forecast_next(_from_bytes(blob, compile=False), values)
+
+
+def _remote(fn, *args):
+    """Task wrapper on a worker: one edgernn thread, then ``fn``."""
+    _one_thread()
+    return fn(*args)
 
 
 # -------------------------------------------------------------------------------------------
@@ -651,7 +647,7 @@ class Fleet:
                 except Exception as exc:  # noqa: BLE001 - reported per key below
                     errors[k] = _error_info(exc)
         else:
-            futs = {k: client.submit(fn, self._blobs[k], item, *kwargs, pure=False,
+            futs = {k: client.submit(_remote, fn, self._blobs[k], item, *kwargs, pure=False,
                                      key=f"edgernn-fleet-{where}-{uuid.uuid4().hex[:8]}-{i}")
                     for i, (k, item) in enumerate(datasets.items())}
             for k, f in futs.items():
@@ -689,12 +685,12 @@ class Fleet:
             Some keys failed; ``.results`` holds the others.
         """
         self._check_data_keys(datasets, "predict")
-        return self._map(_predict_task, datasets, ({"batch_size": batch_size},), client, "predict")
+        return self._map(_predict, datasets, ({"batch_size": batch_size},), client, "predict")
 
     def evaluate(self, datasets, client=None, batch_size=None):
         """``model.evaluate(x, y, return_dict=True)`` for every key of ``datasets`` (key -> (x, y))."""
         self._check_data_keys(datasets, "evaluate")
-        return self._map(_evaluate_task, datasets, ({"batch_size": batch_size},), client, "evaluate")
+        return self._map(_evaluate, datasets, ({"batch_size": batch_size},), client, "evaluate")
 
     def forecast(self, series, client=None):
         """Forecasters: the value ``horizon`` steps after the end of each series (key -> values (N,)).
@@ -707,7 +703,7 @@ class Fleet:
         if self.kind != "forecast":
             raise ValueError("forecast: this fleet was not built from a ForecastConfig; use predict")
         self._check_data_keys(series, "forecast")
-        return self._map(_forecast_task, series, (), client, "forecast")
+        return self._map(_forecast, series, (), client, "forecast")
 
     # ---- files ------------------------------------------------------------------------------
     def save(self, directory):

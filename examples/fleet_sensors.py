@@ -41,16 +41,16 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="a few sensors and epochs (seconds); also EDGERNN_QUICK=1")
     p.add_argument("--out", default=".", help="directory for the PNG and the saved fleet (default: .)")
-    p.add_argument("--sensors", type=int, default=None, help="healthy sensors (default 60, quick 8)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 15, quick 2)")
+    p.add_argument("--sensors", type=int, default=None, help="healthy sensors (default 40, quick 8)")
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default 12, quick 2)")
     p.add_argument("--workers", type=int, default=None, help="LocalCluster workers (default: one per core)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     args.quick = args.quick or os.environ.get("EDGERNN_QUICK", "") not in ("", "0")
     if args.sensors is None:
-        args.sensors = 8 if args.quick else 60
+        args.sensors = 8 if args.quick else 40
     if args.epochs is None:
-        args.epochs = 2 if args.quick else 15
+        args.epochs = 2 if args.quick else 12
     return args
 
 
@@ -102,7 +102,7 @@ def make_build(seasons, epochs):
 def main():
     args = parse_args()
     os.makedirs(args.out, exist_ok=True)
-    hours = 24 * (14 if args.quick else 42)
+    hours = 24 * (14 if args.quick else 28)
     series, seasons = make_sensors(args.sensors, hours, args.seed)
     print(f"{len(series)} sensors, {hours} hourly values each ({args.sensors} healthy, 3 broken); "
           f"one GRU(16) forecaster per sensor, {args.epochs} epochs, tested on the last 48 hours.")
@@ -126,8 +126,9 @@ def main():
     info = f.info
     warm = sorted(r["seconds"] for r in info["warmup"].values())
     cpu = sum(r["cpu_seconds"] for r in f.records.values())
-    print(f"\ntrained {len(f)} models on {info['n_workers']} workers in {info['fit_wall_seconds']:.1f} s "
-          f"({len(series) / info['fit_wall_seconds']:.1f} models/s; {cpu:.1f} s of CPU in the tasks); "
+    print(f"\n{len(series)} keys ({len(f)} models, {len(f.failures)} failed) on {info['n_workers']} workers in "
+          f"{info['fit_wall_seconds']:.1f} s ({len(series) / info['fit_wall_seconds']:.2f} keys/s; "
+          f"{cpu:.1f} s of CPU in the tasks); "
           f"{wall:.1f} s with cluster start-up and worker warm-up "
           f"({', '.join(f'{w:.2f}' for w in warm)} s per worker)")
 
@@ -173,7 +174,7 @@ def main():
                 label=f"seasonal naive (RMSE {f.metrics[key]['baseline_rmse']:.2f})")
         ax.set_title(f"{key} (season {seasons[key]} h, ratio {ratios[key]:.2f})", fontsize=9)
         ax.set_xlabel("hour")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=6.5, loc="best", framealpha=0.6)
     ax = axes[3]
     ax.hist(r, bins=min(20, max(5, r.size // 3)), color="tab:red", alpha=0.8)
     ax.axvline(1.0, color="k", ls="--", lw=1)
