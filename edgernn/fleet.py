@@ -1019,6 +1019,10 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
     elif progress is False:
         progress = None
 
+    if client is not None and not (hasattr(client, "submit") and hasattr(client, "run")):
+        raise TypeError(f"client: expected a dask.distributed.Client or None, got {type(client).__name__}")
+    if client is not None and n_workers is not None:
+        raise ValueError("n_workers: only for the default LocalCluster (client=None); size your own cluster")
     own = None
     if client is None:
         n = int(n_workers) if n_workers is not None else _local_workers()
