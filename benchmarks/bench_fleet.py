@@ -11,7 +11,7 @@ Measured:
    edgernn thread, kernels already compiled): the baseline a user writes by hand.
 2. ``fleet``: ``edgernn.fleet.fit`` on a ``LocalCluster`` of 1, 2, ... single-threaded worker
    processes (``--workers``; "all" is every core), with ``chunksize`` 1 (one task per model)
-   and 10. Time of the training phase (workers already started and warmed), the median of
+   and "auto" (chunks sized to ~0.2 s of work). Time of the training phase (workers already started and warmed), the median of
    ``--repeats`` runs; plus the CPU time spent inside the tasks.
 3. Dask's own cost: round trips of empty tasks on the same cluster (tasks per second).
 4. Worker warm-up (``client.run``: import edgernn, build the model, one training step): on
@@ -88,10 +88,23 @@ def empty_tasks(client, n=1000):
 
 
 def cluster(n, cache_dir=None):
-    env = {"NUMBA_CACHE_DIR": cache_dir} if cache_dir else None
-    kw = {"env": env} if env else {}
-    c = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                 silence_logs=40, **kw)
+    """n single-threaded worker processes; with ``cache_dir``, numba's cache there.
+
+    The variable is set in this process while the workers start: they inherit it (Dask's
+    ``env=`` comes too late, the spawned workers import edgernn and numba while re-importing
+    this script).
+    """
+    saved = os.environ.get("NUMBA_CACHE_DIR")
+    if cache_dir:
+        os.environ["NUMBA_CACHE_DIR"] = cache_dir
+    try:
+        c = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                                     silence_logs=40)
+    finally:
+        if saved is None:
+            os.environ.pop("NUMBA_CACHE_DIR", None)
+        else:
+            os.environ["NUMBA_CACHE_DIR"] = saved
     return c, distributed.Client(c)
 
 
@@ -126,7 +139,7 @@ def main():
     p.add_argument("--models", type=int, default=None, help="fleet size (default 1000, quick 100)")
     p.add_argument("--workers", default=None, help="comma-separated worker counts (default 1,2,...,all)")
     p.add_argument("--repeats", type=int, default=None, help="runs per setting (default 3, quick 1)")
-    p.add_argument("--chunksizes", default="1,10")
+    p.add_argument("--chunksizes", default="1,auto", help='keys per task, e.g. "1,10,auto"')
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-warmup-costs", action="store_true", help="skip the numba cache measurements")
     p.add_argument("--json", default=None, help="write the results here")
@@ -136,7 +149,7 @@ def main():
     ncores = fleet._local_workers()
     workers = ([int(w) for w in a.workers.split(",")] if a.workers
                else sorted({1, 2, ncores}) if ncores >= 2 else [1])
-    chunks = [int(c) for c in a.chunksizes.split(",")]
+    chunks = [c if c == "auto" else int(c) for c in a.chunksizes.split(",")]
     series = make_series(n_models)
     res = {"date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "machine": platform.processor() or platform.machine(),
            "cores": ncores, "loadavg_start": os.getloadavg(), "models": n_models, "repeats": repeats,
@@ -169,7 +182,8 @@ def main():
                 row = {"workers": n, "chunksize": ch, "wall": walls, "wall_with_warmup": total,
                        "task_cpu": task_cpu, "models_per_s": n_models / w, "model_file_bytes": blob}
                 res["fleet"].append(row)
-                print(f"fleet, {n} worker(s), chunksize {ch:>2}: {n_models / w:6.1f} models/s (median wall "
+                row["chunk_sizes"] = f.info["chunk_sizes"]
+                print(f"fleet, {n} worker(s), chunksize {ch!s:>4}: {n_models / w:6.1f} models/s (median wall "
                       f"{w:.2f} s; {1000 * statistics.median(task_cpu) / n_models:.1f} ms CPU per model in "
                       f"the tasks; speed-up vs loop {wall / w:.2f}x)")
             print(f"   empty tasks on {n} worker(s): {res['empty_tasks_per_s'][n]:.0f} tasks/s")

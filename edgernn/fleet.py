@@ -91,6 +91,8 @@ INDEX_FORMAT_VERSION = 1
 _INDEX_FORMAT = "edgernn.fleet"
 _INDEX = "index.json"
 DEFAULT_TRANSIENT = (ConnectionError, TimeoutError, BlockingIOError, InterruptedError, MemoryError)
+_TARGET_TASK_SECONDS = 0.2  # chunksize="auto": keys per task so that a task takes about this long
+_MAX_AUTO_CHUNK = 64
 
 
 class FleetError(RuntimeError):
@@ -356,14 +358,14 @@ def _fit_chunk(spec, items):
         worker = None
     _one_thread()
     for key, item, seed in items:
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0 = time.perf_counter(), time.thread_time()
         try:
             record, blob = _train_one(spec, key, item, seed)
             record["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 - isolate this key, report it
             record, blob = {"status": "failed", "error": _error_info(exc),
                             "transient": _is_transient(spec, exc)}, None
-        record.update(seconds=time.perf_counter() - t0, cpu_seconds=time.process_time() - c0,
+        record.update(seconds=time.perf_counter() - t0, cpu_seconds=time.thread_time() - c0,
                       worker=worker, pid=os.getpid())
         out.append((key, record, blob))
     return out
@@ -923,6 +925,8 @@ def _validate(build, datasets, epochs, batch_size, fit_kwargs, prepare, retries,
     for bad in ("x", "y", "verbose", "seed"):
         if fit_kwargs and bad in fit_kwargs:
             raise ValueError(f"fit_kwargs: {bad!r} is set by the fleet")
+    if chunksize == "auto":
+        chunksize = None
     for name, val, lo in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("retries", retries, 0),
                           ("chunksize", chunksize, 1), ("n_workers", n_workers, 1)):
         if val is not None and (isinstance(val, bool) or not isinstance(val, (int, np.integer)) or val < lo):
@@ -941,7 +945,7 @@ def _validate(build, datasets, epochs, batch_size, fit_kwargs, prepare, retries,
 
 
 def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwargs=None, prepare=None, seed=0,
-        retries=2, transient=DEFAULT_TRANSIENT, chunksize=1, n_workers=None, progress=True, warmup=True,
+        retries=2, transient=DEFAULT_TRANSIENT, chunksize="auto", n_workers=None, progress=True, warmup=True,
         column=None):
     """Train one model per key of ``datasets``, in parallel on Dask.
 
@@ -973,9 +977,10 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
         How many times a key whose error is transient (or whose worker died) is tried again.
     transient : exception class, tuple of them, or callable exc -> bool
         Which exceptions are transient.
-    chunksize : int
-        Keys per task. 1 (the default) gives the finest balance and progress; a few keys per
-        task amortise Dask's per-task cost for very small models.
+    chunksize : int or "auto"
+        Keys per task. "auto" starts with one key per task, then sizes chunks so that a task
+        takes about 0.2 s: a tiny model trains in ~10 ms, and Dask spends a few ms on every
+        task. An int fixes it (1: finest balance and progress).
     n_workers : int, optional
         Workers of the default ``LocalCluster`` (default: the cores this process may use).
     progress : bool or callable
@@ -1029,7 +1034,7 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
         cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                            dashboard_address=":0")
         client = own = distributed.Client(cluster)
-    info = {"n_workers": len(client.scheduler_info().get("workers", {})), "chunksize": int(chunksize),
+    info = {"n_workers": len(client.scheduler_info().get("workers", {})), "chunksize": chunksize,
             "seed": int(seed), "retries": int(retries)}
     try:
         t_start = time.perf_counter()
@@ -1041,7 +1046,7 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
             errs = {w: r["error"] for w, r in res.items() if r.get("error")}
             if errs:
                 logger.warning("fleet warm-up failed on %d worker(s): %s", len(errs), next(iter(errs.values())))
-        blobs, records, failures = _run(client, spec, datasets, keys, seeds, int(chunksize), int(retries),
+        blobs, records, failures = _run(client, spec, datasets, keys, seeds, chunksize, int(retries),
                                         progress, info, distributed)
         info["wall_seconds"] = time.perf_counter() - t_start
     finally:
@@ -1059,7 +1064,22 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
     return Fleet(blobs, records, failures, kind=kind, info=info)
 
 
+def _slots(client):
+    try:
+        return max(1, sum(client.nthreads().values()))
+    except Exception:  # noqa: BLE001 - no answer: assume one
+        return 1
+
+
 def _run(client, spec, datasets, keys, seeds, chunksize, retries, progress, info, distributed):
+    """Submit the keys in chunks, keep the cluster busy, collect results, retry transient failures.
+
+    At most ``4 x worker threads`` tasks are in flight; ``chunksize="auto"`` starts with one
+    key per task and then sizes chunks so that a task takes about ``_TARGET_TASK_SECONDS``
+    (a tiny model trains in ~10 ms, while Dask spends a few ms on every task).
+    """
+    from collections import deque
+
     from distributed import as_completed
 
     token = uuid.uuid4().hex[:8]
@@ -1072,21 +1092,41 @@ def _run(client, spec, datasets, keys, seeds, chunksize, retries, progress, info
     attempts = {k: 0 for k in keys}
     blobs, records, failures = {}, {}, {}
     state = Progress(total=len(keys), dashboard=_dashboard(client))
-    n_task = [0]
     spec_f = client.scatter(spec, broadcast=True, hash=False)
-
-    def submit(chunk):
-        for k in chunk:
-            attempts[k] += 1
-        n_task[0] += 1
-        fut = client.submit(_fit_chunk, spec_f, [(k, items[k], seeds[k]) for k in chunk], pure=False,
-                            key=f"edgernn-fleet-fit-{token}-{n_task[0]}")
-        pending[fut] = list(chunk)
-        return fut
-
+    auto = chunksize == "auto"
+    queue = deque(keys)
     pending = {}
+    recent = deque(maxlen=64)  # seconds per key, for "auto"
+    slots, slots_checked = _slots(client), time.perf_counter()
+    sizes = []
+
+    def next_size():
+        if not auto:
+            return chunksize
+        if not recent:
+            return 1
+        per_key = max(float(np.median(recent)), 1e-4)
+        size = max(1, round(_TARGET_TASK_SECONDS / per_key))
+        return int(max(1, min(size, _MAX_AUTO_CHUNK, math.ceil(len(queue) / (2 * slots)))))
+
+    def refill():
+        nonlocal slots, slots_checked
+        if time.perf_counter() - slots_checked > 2.0:
+            slots, slots_checked = _slots(client), time.perf_counter()
+        while queue and len(pending) < 4 * slots:
+            n = next_size()
+            chunk = [queue.popleft() for _ in range(min(n, len(queue)))]
+            for k in chunk:
+                attempts[k] += 1
+            sizes.append(len(chunk))
+            fut = client.submit(_fit_chunk, spec_f, [(k, items[k], seeds[k]) for k in chunk], pure=False,
+                                key=f"edgernn-fleet-fit-{token}-{len(sizes)}")
+            pending[fut] = chunk
+            ac.add(fut)
+
     t0 = time.perf_counter()
-    ac = as_completed([submit(keys[i:i + chunksize]) for i in range(0, len(keys), chunksize)])
+    ac = as_completed()
+    refill()
     for fut in ac:
         chunk = pending.pop(fut)
         again = []
@@ -1097,6 +1137,8 @@ def _run(client, spec, datasets, keys, seeds, chunksize, retries, progress, info
             out = [(k, {"status": "failed", "error": err, "transient": True}, None) for k in chunk]
         for k, rec, blob in out:
             rec["attempts"] = attempts[k]
+            if "seconds" in rec:
+                recent.append(rec["seconds"])
             if rec["status"] == "ok":
                 blobs[k], records[k] = blob, rec
                 state.done += 1
@@ -1110,15 +1152,15 @@ def _run(client, spec, datasets, keys, seeds, chunksize, retries, progress, info
                 records[k] = {kk: v for kk, v in rec.items() if kk != "error"}
                 state.failed += 1
             state.last_key = k
-        if again:
-            ac.add(submit(again))
         fut.release()
+        queue.extendleft(reversed(again))  # retried first
+        refill()
         if progress is not None:
             state.elapsed = time.perf_counter() - t0
             rate = state.finished / state.elapsed if state.elapsed > 0 else 0
             state.eta = (state.total - state.finished) / rate if rate > 0 else None
             progress(dataclasses.replace(state))
-    info["tasks"] = n_task[0]
+    info["tasks"] = len(sizes)
+    info["chunk_sizes"] = {"min": min(sizes), "median": float(np.median(sizes)), "max": max(sizes)}
     info["fit_wall_seconds"] = time.perf_counter() - t0
     return blobs, records, failures
-

@@ -77,7 +77,7 @@ def trained(client):
     bad["nan-sensor"] = (xn, y)  # fit refuses NaN inputs: this key fails, the others go on
     bad["wrong-shape"] = (x[:, :, :1], y)
     seen = []
-    f = fleet.fit(build_gru, bad, client, epochs=EPOCHS, batch_size=8, seed=7, progress=seen.append)
+    f = fleet.fit(build_gru, bad, client, epochs=EPOCHS, batch_size=8, seed=7, progress=seen.append, chunksize=1)
     return data, f, seen
 
 
@@ -109,6 +109,17 @@ def test_fleet_equals_training_one_by_one(trained):
         assert f.history[k]["loss"] == pytest.approx(model.history.history["loss"], rel=0, abs=0)
         assert f.records[k]["attempts"] == 1
         assert f.records[k]["worker"] in f.info["warmup"]
+
+
+def test_chunked_tasks_give_the_same_models(trained, client):
+    data, f, _ = trained
+    g = fleet.fit(build_gru, data, client, epochs=EPOCHS, batch_size=8, seed=7, chunksize=3, progress=False,
+                  warmup=False)
+    assert g.info["tasks"] == 2 and g.info["chunk_sizes"]["max"] == 3
+    h = fleet.fit(build_gru, data, client, epochs=EPOCHS, batch_size=8, seed=7, progress=False, warmup=False)
+    assert h.info["chunksize"] == "auto"
+    for k in data:
+        assert g.model_bytes(k) == f.model_bytes(k) == h.model_bytes(k)
 
 
 def test_failures_are_isolated_and_reported(trained):
