@@ -11,8 +11,10 @@ Measured:
    edgernn thread, kernels already compiled): the baseline a user writes by hand.
 2. ``fleet``: ``edgernn.fleet.fit`` on a ``LocalCluster`` of 1, 2, ... single-threaded worker
    processes (``--workers``; "all" is every core), with ``chunksize`` 1 (one task per model)
-   and "auto" (chunks sized to ~0.2 s of work). Time of the training phase (workers already started and warmed), the median of
-   ``--repeats`` runs; plus the CPU time spent inside the tasks.
+   and "auto" (chunks sized to ~0.2 s of work). Time of the training phase (workers already
+   started and warmed), the median of ``--repeats`` runs; and the CPU time per model: inside
+   the tasks (thread time), in the worker processes (tasks + Dask's communication threads)
+   and in this process (client + scheduler, which a LocalCluster runs here).
 3. Dask's own cost: round trips of empty tasks on the same cluster (tasks per second).
 4. Worker warm-up (``client.run``: import edgernn, build the model, one training step): on
    fresh workers with an empty numba cache (every worker compiles the kernels, at the same
@@ -78,6 +80,10 @@ def loop(series):
 
 def _noop(x):
     return x
+
+
+def _proc_cpu():
+    return time.process_time()
 
 
 def empty_tasks(client, n=1000):
@@ -169,23 +175,30 @@ def main():
         c, client = cluster(n)
         try:
             res.setdefault("empty_tasks_per_s", {})[n] = empty_tasks(client)
+            fleet.fit(CFG, dict(list(series.items())[:20]), client, progress=False)  # warm the workers
             for ch in chunks:
-                walls, task_cpu, total = [], [], []
+                walls, task_cpu, worker_cpu, here_cpu = [], [], [], []
                 for _ in range(repeats):
-                    f = fleet.fit(CFG, series, client, chunksize=ch, progress=False, warmup=True)
+                    w0, h0 = client.run(_proc_cpu), time.process_time()
+                    f = fleet.fit(CFG, series, client, chunksize=ch, progress=False, warmup=False)
+                    w1, h1 = client.run(_proc_cpu), time.process_time()
                     assert not f.failures, f.failures
                     walls.append(f.info["fit_wall_seconds"])
-                    total.append(f.info["wall_seconds"])
                     task_cpu.append(sum(r["cpu_seconds"] for r in f.records.values()))
-                blob = len(f.model_bytes(f.keys[0]))
+                    worker_cpu.append(sum(w1[k] - w0[k] for k in w1))
+                    here_cpu.append(h1 - h0)
                 w = statistics.median(walls)
-                row = {"workers": n, "chunksize": ch, "wall": walls, "wall_with_warmup": total,
-                       "task_cpu": task_cpu, "models_per_s": n_models / w, "model_file_bytes": blob}
+                ms = {name: 1000 * statistics.median(v) / n_models
+                      for name, v in (("task", task_cpu), ("worker", worker_cpu), ("here", here_cpu))}
+                row = {"workers": n, "chunksize": ch, "wall": walls, "task_cpu": task_cpu, "worker_cpu": worker_cpu,
+                       "client_scheduler_cpu": here_cpu, "models_per_s": n_models / w,
+                       "cpu_ms_per_model": ms, "model_file_bytes": len(f.model_bytes(f.keys[0])),
+                       "chunk_sizes": f.info["chunk_sizes"], "tasks": f.info["tasks"]}
                 res["fleet"].append(row)
-                row["chunk_sizes"] = f.info["chunk_sizes"]
                 print(f"fleet, {n} worker(s), chunksize {ch!s:>4}: {n_models / w:6.1f} models/s (median wall "
-                      f"{w:.2f} s; {1000 * statistics.median(task_cpu) / n_models:.1f} ms CPU per model in "
-                      f"the tasks; speed-up vs loop {wall / w:.2f}x)")
+                      f"{w:.2f} s, speed-up vs loop {wall / w:.2f}x, {f.info['tasks']} tasks); CPU per model: "
+                      f"{ms['task']:.1f} ms in the tasks, {ms['worker']:.1f} ms in the worker processes, "
+                      f"{ms['here']:.1f} ms in the client + scheduler")
             print(f"   empty tasks on {n} worker(s): {res['empty_tasks_per_s'][n]:.0f} tasks/s")
         finally:
             client.close()

@@ -593,6 +593,13 @@ class Fleet:
     """
 
     def __init__(self, blobs=None, records=None, failures=None, kind="model", info=None):
+        for k, b in (blobs or {}).items():
+            _check_key(k, "blobs")
+            if not isinstance(b, (bytes, bytearray)):
+                raise TypeError(f"blobs: the model of key {k!r} must be the bytes of an .npz model file, "
+                                f"got {type(b).__name__}")
+        if kind not in ("model", "forecast"):
+            raise ValueError(f"kind: expected 'model' or 'forecast', got {kind!r}")
         self._blobs = dict(blobs or {})
         self.records = dict(records or {})
         self.failures = dict(failures or {})
@@ -1085,8 +1092,8 @@ def _run(client, spec, datasets, keys, seeds, chunksize, retries, progress, info
     """Submit the keys in chunks, keep the cluster busy, collect results, retry transient failures.
 
     At most ``4 x worker threads`` tasks are in flight; ``chunksize="auto"`` starts with one
-    key per task and then sizes chunks so that a task takes about ``_TARGET_TASK_SECONDS``
-    (a tiny model trains in ~10 ms, while Dask spends a few ms on every task).
+    key per task and then sizes chunks so that a task takes about ``_TARGET_TASK_SECONDS`` of
+    CPU (a tiny model trains in ~10 ms, while Dask spends several ms on every task).
     """
     from collections import deque
 
@@ -1106,7 +1113,7 @@ def _run(client, spec, datasets, keys, seeds, chunksize, retries, progress, info
     auto = chunksize == "auto"
     queue = deque(keys)
     pending = {}
-    recent = deque(maxlen=64)  # seconds per key, for "auto"
+    recent = deque(maxlen=64)  # CPU seconds per key, for "auto"
     slots, slots_checked = _slots(client), time.perf_counter()
     sizes = []
 
@@ -1147,8 +1154,8 @@ def _run(client, spec, datasets, keys, seeds, chunksize, retries, progress, info
             out = [(k, {"status": "failed", "error": err, "transient": True}, None) for k in chunk]
         for k, rec, blob in out:
             rec["attempts"] = attempts[k]
-            if "seconds" in rec:
-                recent.append(rec["seconds"])
+            if "cpu_seconds" in rec:  # CPU, not wall time: a busy machine must not shrink the chunks
+                recent.append(rec["cpu_seconds"])
             if rec["status"] == "ok":
                 blobs[k], records[k] = blob, rec
                 state.done += 1

@@ -204,7 +204,8 @@ def test_forecast_fleet_from_csv_and_arrays(client, tmp_path):
     csv.write_text("time,value\n" + "".join(f"{i},{v}\n" for i, v in enumerate(3 + np.cos(2 * np.pi * t / 12))))
     cfg = ForecastConfig(window=12, test_size=12, cell="gru", units=(4,), dropout=0.0, epochs=2, batch_size=16,
                          season=12)
-    f = fleet.fit(cfg, {"a": a, "b": str(csv), "short": a[:20]}, client, progress=False, warmup=False)
+    b = client.scatter(str(csv))  # a future: the task runs where it is
+    f = fleet.fit(cfg, {"a": a, "b": b, "short": a[:20]}, client, progress=False, warmup=False)
     assert f.kind == "forecast" and f.keys == ["a", "b"]
     assert "too short" in f.failures["short"]["message"]
     # the same as fit_forecaster with the key's seed
@@ -262,3 +263,23 @@ def test_key_seed_is_stable():
                 fleet.key_seed(0, "1")}) == 5
     with pytest.raises(TypeError, match="keys must be str or int"):
         fleet.key_seed(0, 1.0)
+
+
+def die_once(key, seed, marker_dir):
+    """Kills its worker process the first time key 'die' trains."""
+    marker = os.path.join(marker_dir, "died")
+    if key == "die" and not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    return build_gru(seed)
+
+
+def test_a_lost_worker_does_not_lose_keys(client, tmp_path):
+    # last in this file: the nanny restarts the worker, Dask reschedules the task
+    data = make_data(n_keys=2)
+    data["die"] = data["sensor-0"]
+    build = functools.partial(die_once, marker_dir=str(tmp_path))
+    f = fleet.fit(build, data, client, epochs=1, batch_size=8, chunksize=1, progress=False, warmup=False)
+    assert (tmp_path / "died").exists()
+    assert f.keys == ["sensor-0", "sensor-1", "die"] and not f.failures
+    assert f.model_bytes("die") != f.model_bytes("sensor-0")  # own seed
