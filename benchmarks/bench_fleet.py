@@ -105,7 +105,7 @@ def cluster(n, cache_dir=None):
         os.environ["NUMBA_CACHE_DIR"] = cache_dir
     try:
         c = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                     silence_logs=40)
+                                     silence_logs=50)
     finally:
         if saved is None:
             os.environ.pop("NUMBA_CACHE_DIR", None)
