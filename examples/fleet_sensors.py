@@ -161,7 +161,7 @@ def main():
     show = sorted(ratios, key=ratios.get)
     show = [show[0], show[len(show) // 2], show[-1]]  # best, median and worst sensor
     fig, axes = plt.subplots(1, 4, figsize=(17, 3.8), gridspec_kw={"width_ratios": [2, 2, 2, 1.6]})
-    for ax, key in zip(axes[:3], show, strict=True):
+    for ax, key, label in zip(axes[:3], show, ("best", "median", "worst"), strict=True):
         fc = f.records[key]["forecast"]
         v = series[key]
         idx = np.asarray(fc["test_index"])
@@ -172,7 +172,7 @@ def main():
                 label=f"GRU, one step ahead (RMSE {f.metrics[key]['rmse']:.2f})")
         ax.plot(idx, fc["baseline_pred"], color="tab:blue", lw=1, ls="--",
                 label=f"seasonal naive (RMSE {f.metrics[key]['baseline_rmse']:.2f})")
-        ax.set_title(f"{key} (season {seasons[key]} h, ratio {ratios[key]:.2f})", fontsize=9)
+        ax.set_title(f"{label}: {key} (season {seasons[key]} h, RMSE ratio {ratios[key]:.2f})", fontsize=9)
         ax.set_xlabel("hour")
         ax.legend(fontsize=6.5, loc="best", framealpha=0.6)
     ax = axes[3]
