@@ -149,7 +149,13 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-warmup-costs", action="store_true", help="skip the numba cache measurements")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--malloc-trim", choices=["dask", "off"], default="dask",
+                   help="dask: workers get Dask's MALLOC_TRIM_THRESHOLD_=65536 (its default); off: glibc's own")
     a = p.parse_args()
+    if a.malloc_trim == "off":
+        import dask
+
+        dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None})
     n_models = a.models or (100 if a.quick else 1000)
     repeats = a.repeats or (1 if a.quick else 3)
     ncores = fleet._local_workers()
@@ -159,7 +165,8 @@ def main():
     series = make_series(n_models)
     res = {"date": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "machine": platform.processor() or platform.machine(),
            "cores": ncores, "loadavg_start": os.getloadavg(), "models": n_models, "repeats": repeats,
-           "python": platform.python_version(), "dask": distributed.__version__, "config": dataclasses.asdict(CFG)}
+           "python": platform.python_version(), "dask": distributed.__version__, "config": dataclasses.asdict(CFG),
+           "malloc_trim": a.malloc_trim}
     print(f"{n_models} models: GRU(8) forecasters, 240 points each, {CFG.epochs} epochs; {ncores} cores, "
           f"load average {os.getloadavg()[0]:.2f} at start")
 

@@ -995,7 +995,8 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
         anything ``prepare`` turns into one of those.
     client : dask.distributed.Client, optional
         Default: a ``LocalCluster`` of ``n_workers`` single-threaded worker processes, closed
-        at the end.
+        at the end (without Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` for its workers, which
+        costs small models 10-20% more CPU).
     epochs, batch_size : int, optional
         Passed to ``Sequential.fit`` (model builders only).
     fit_kwargs : dict, optional
@@ -1063,9 +1064,15 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
         raise ValueError("n_workers: only for the default LocalCluster (client=None); size your own cluster")
     own = None
     if client is None:
+        import dask
+
         n = int(n_workers) if n_workers is not None else _local_workers()
-        cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                           dashboard_address=":0")
+        # Dask gives its workers MALLOC_TRIM_THRESHOLD_=65536 (memory goes back to the OS at
+        # once); the many short-lived arrays of a small model's training then cost 10-20% more
+        # CPU per model (measured, benchmarks/README.md). Fleet workers hold little memory.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+            cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                               dashboard_address=":0")
         client = own = distributed.Client(cluster)
     info = {"n_workers": len(client.scheduler_info().get("workers", {})), "chunksize": chunksize,
             "seed": int(seed), "retries": int(retries)}
