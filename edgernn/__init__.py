@@ -4,13 +4,15 @@ Importing edgernn needs only numpy, numba and SciPy; ``edgernn.onnx`` needs onnx
 onnxruntime, and plotting in examples needs matplotlib.
 """
 
-from . import callbacks, functional, initializers, layers, losses, metrics, optimizers
+from . import callbacks, cells, functional, initializers, layers, losses, metrics, optimizers
 from ._config import get_num_threads, set_num_threads
 from .callbacks import TrainingDiverged
 from .models import Sequential
 from .saving import load_model
 
 __version__ = "0.1.0"
+
+cells.load_all()  # registers every cell module (their layers and functional API)
 
 __all__ = ["functional", "set_num_threads", "get_num_threads", "__version__", "Sequential", "load_model",
            "TrainingDiverged", "layers", "losses", "metrics", "optimizers", "callbacks", "initializers"]

@@ -4,15 +4,18 @@ fastmath leaves out ``nnan`` and ``ninf`` so that NaN/inf checks keep working
 (the stumpy convention). ``error_model="numpy"`` drops Python's zero-division
 checks, which otherwise block SIMD vectorisation of the gate nonlinearities.
 
-If the numba cache directory cannot be written (a read-only root filesystem on a
-device, a system-wide install), functions are compiled in memory instead and a
-single warning is logged; nothing crashes. ``NUMBA_CACHE_DIR`` is respected.
+Compiled kernels are cached in ``edgernn-<hash of the package's sources>`` under
+``NUMBA_CACHE_DIR`` (or the package's ``__pycache__``), so that editing any module (a cell's
+inlined step, say) can never leave a stale cached caller behind. If that directory cannot be
+written (a read-only root filesystem on a device, a system-wide install), functions are
+compiled in memory instead and a single warning is logged; nothing crashes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import os
 import tempfile
@@ -20,6 +23,7 @@ import warnings
 
 import numba
 import numpy as np
+from numba.core import caching as _caching
 
 logger = logging.getLogger("edgernn")
 
@@ -29,29 +33,79 @@ FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 _cache_ok: bool | None = None
 _warned = False
 
+# ---- the cache follows the package's sources -------------------------------------------------
+# numba keys a cached function by its own file's timestamp only: a cached caller is NOT
+# invalidated when a function it inlined from another module changes (measured: after editing
+# a cell's step, the cached driver kept returning the old result). With one module per cell
+# this would bite every contributor, so edgernn's kernels are cached in a directory named by a
+# hash of every .py file of the package: any source change starts a fresh cache.
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def source_hash(package_dir: str = PACKAGE_DIR) -> str:
+    """sha256 (16 hex digits) over the relative paths and contents of the package's .py files."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(package_dir):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for f in sorted(files):
+            if f.endswith(".py"):
+                path = os.path.join(root, f)
+                h.update(os.path.relpath(path, package_dir).replace(os.sep, "/").encode())
+                with open(path, "rb") as fh:
+                    h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+SOURCE_HASH = source_hash()
+
+
+def cache_dir() -> str:
+    """Where edgernn's compiled kernels go: ``$NUMBA_CACHE_DIR`` (or the package's
+    ``__pycache__``) / ``edgernn-<source hash>``."""
+    base = os.environ.get("NUMBA_CACHE_DIR") or os.path.join(PACKAGE_DIR, "__pycache__")
+    return os.path.join(base, f"edgernn-{SOURCE_HASH}")
+
+
+class _SourceTreeLocator(_caching.UserProvidedCacheLocator):
+    """numba cache locator for edgernn's own functions: ``cache_dir()/<subpackage>``."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        sub = os.path.relpath(os.path.dirname(os.path.abspath(py_file)), PACKAGE_DIR)
+        self._cache_path = os.path.join(cache_dir(), "root" if sub == "." else sub.replace(os.sep, "_"))
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        path = os.path.abspath(py_file)
+        if not path.startswith(PACKAGE_DIR + os.sep) or not os.path.exists(path):
+            return None  # not ours: numba's own locators decide
+        self = cls(py_func, py_file)
+        try:
+            self.ensure_cache_path()
+        except OSError:
+            return None
+        return self
+
+
+if _SourceTreeLocator not in _caching.CacheImpl._locator_classes:
+    _caching.CacheImpl._locator_classes.insert(0, _SourceTreeLocator)
+
 
 def _cache_dir_writable() -> bool:
-    """True if numba can write its cache for this package."""
+    """True if numba can write edgernn's cache directory."""
     global _cache_ok
     if _cache_ok is not None:
         return _cache_ok
-    candidates = []
-    env = os.environ.get("NUMBA_CACHE_DIR")
-    if env:
-        candidates.append(env)  # numba uses only this one when it is set
-    else:
-        candidates.append(os.path.join(os.path.dirname(__file__), "__pycache__"))
-        candidates.append(os.path.join(os.path.expanduser("~"), ".cache", "numba"))
     ok = False
-    for d in candidates:
-        try:
-            os.makedirs(d, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=d, prefix=".edgernn-probe-"):
-                pass
-            ok = True
-            break
-        except OSError:
-            continue
+    try:
+        d = cache_dir()
+        os.makedirs(d, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=d, prefix=".edgernn-probe-"):
+            pass
+        ok = True
+    except OSError:
+        pass
     _cache_ok = ok
     return ok
 

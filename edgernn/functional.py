@@ -12,7 +12,7 @@ NaN and inf in the inputs or weights propagate to the outputs (nothing is checke
 raised for them here: layers and ``fit`` check their inputs); nothing crashes.
 
 This module validates, casts to contiguous float32 (or float64 when ``X`` is float64) and
-calls the time-major kernels in ``_kernels``. The input projection for all steps is one
+calls the time-major kernels of the cell modules (``edgernn/cells/``). The input projection for all steps is one
 matrix product before the jitted loop; weight gradients are matrix products after it.
 """
 
@@ -26,15 +26,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _kernels as K
+from . import cells
 from ._activations import FAST_SIGMOID, FAST_TANH, SIGMOID, TANH, resolve
 from ._config import blas_limit, get_num_threads, with_blas_limit
+from .cells import _ops as K
+from .cells import gru as _gru
+from .cells import lstm as _lstm
+from .cells import rnn as _rnn
 
 __all__ = ["rnn", "gru", "lstm", "rnn_backward", "gru_backward", "lstm_backward"]
 
-_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
-_OUT_DERIV = {FAST_SIGMOID, FAST_TANH, SIGMOID, TANH}  # derivative from the output (``_kernels.out_deriv``)
-_DEFAULT_ACTS = {"rnn": ("Tanh",), "gru": ("Sigmoid", "Tanh"), "lstm": ("Sigmoid", "Tanh", "Tanh")}
+_OUT_DERIV = {FAST_SIGMOID, FAST_TANH, SIGMOID, TANH}  # derivative from the output (``cells._ops.out_deriv``)
 _DIRECTIONS = ("forward", "reverse", "bidirectional")
 
 
@@ -74,7 +76,7 @@ def _prepare(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, 
     if B == 0 or T == 0:
         raise ValueError(f"X: empty batch or sequence (shape {X.shape}); need batch >= 1 and time >= 1")
     D = 2 if direction == "bidirectional" else 1
-    G = _GATES[cell]
+    G = cells.get(cell).gates
     W = _as_float(W, "W", dt)
     R = _as_float(R, "R", dt)
     if R is None or R.ndim != 3:
@@ -96,28 +98,33 @@ def _prepare(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, 
     _check_shape(c0, "c0", (B, D, H), "(batch, num_directions, hidden)")
     P = _as_float(P, "P", dt)
     _check_shape(P, "P", (D, 3 * H), "(num_directions, 3*hidden)")
-    if lengths is None:
-        L = np.full(B, T, np.int64)
-    else:
-        L = np.asarray(lengths)
-        if L.dtype.kind not in "iu":
-            if L.dtype.kind == "f" and L.size and np.all(np.isfinite(L)) and np.all(L == np.round(L)):
-                L = L.astype(np.int64)
-            else:
-                raise TypeError(f"lengths: expected integers, got dtype {L.dtype}")
-        if L.shape != (B,):
-            raise ValueError(f"lengths: expected shape (batch,) = ({B},), got {L.shape}")
-        L = np.ascontiguousarray(L, dtype=np.int64)
-        if L.size and (L.min() < 0 or L.max() > T):
-            raise ValueError(f"lengths: every value must be in [0, {T}] (time steps), got min {L.min()} max {L.max()}")
+    L = _lengths(lengths, B, T)
     if clip is None:
         clipv = 0.0
     else:
         clipv = float(clip)
         if not clipv > 0:
             raise ValueError(f"clip: expected a positive threshold or None, got {clip!r}")
-    codes, al, be = resolve(activations, _DEFAULT_ACTS[cell], D, dt, alpha, beta)
+    codes, al, be = resolve(activations, cells.get(cell).default_activations, D, dt, alpha, beta)
     return X, W, R, Wb, Rb, h0, c0, P, L, D, H, codes, al.astype(dt), be.astype(dt), dt.type(clipv)
+
+
+def _lengths(lengths, B, T):
+    """Validated int64 (B,) copy of ``lengths`` (all T when None); each value in [0, T]."""
+    if lengths is None:
+        return np.full(B, T, np.int64)
+    L = np.asarray(lengths)
+    if L.dtype.kind not in "iu":
+        if L.dtype.kind == "f" and L.size and np.all(np.isfinite(L)) and np.all(L == np.round(L)):
+            L = L.astype(np.int64)
+        else:
+            raise TypeError(f"lengths: expected integers, got dtype {L.dtype}")
+    if L.shape != (B,):
+        raise ValueError(f"lengths: expected shape (batch,) = ({B},), got {L.shape}")
+    L = np.array(L, dtype=np.int64)  # a copy: the cache never shares the caller's array
+    if L.size and (L.min() < 0 or L.max() > T):
+        raise ValueError(f"lengths: every value must be in [0, {T}] (time steps), got min {L.min()} max {L.max()}")
+    return L
 
 
 def _reverse_index(L, T):
@@ -247,7 +254,7 @@ def _batch_minor(cell, B, codes, clip, P, input_forget, lbr):
 
 
 def _transposed_for_gemv(B, T, dt):
-    """The transposed weight matrix the batch-1 kernels hand to BLAS gemv (``_kernels.matmul``),
+    """The transposed weight matrix the batch-1 kernels hand to BLAS gemv (``cells._ops.matmul``),
     or an empty placeholder where gemv is not used: batches, small matrices, and sequences too
     short to pay for the transposing copy (about ten steps' worth of gemv)."""
     none = np.empty((0, 0), dt)
@@ -279,11 +286,11 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
     c = None
     Rn = _hot("Rn", R, T * B)
     if cell == "rnn":
-        K.rnn_forward(Gm, bias, Rn, tr(R), hinit, L, codes[0], al[0], be[0], clipv, train, Yt, h, A, Hs)
+        _rnn.rnn_forward(Gm, bias, Rn, tr(R), hinit, L, codes[0], al[0], be[0], clipv, train, Yt, h, A, Hs)
     elif cell == "gru":
         RH = np.empty((Tk, B, H), dt)
         Rzr, Rh = R[: 2 * H], R[2 * H:]
-        K.gru_forward(Gm, bias, Rn, tr(R), Rzr, tr(Rzr, "RzrT"), Rh, tr(Rh, "RhT"), Rbh, hinit, L, codes, al, be,
+        _gru.gru_forward(Gm, bias, Rn, tr(R), Rzr, tr(Rzr, "RzrT"), Rh, tr(Rh, "RhT"), Rbh, hinit, L, codes, al, be,
                       clipv, bool(lbr),
                       train, Yt, h, A, Hs, RH)
         st["RH"] = RH
@@ -293,7 +300,7 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
         c = np.empty((B, H), dt)
         Cs = np.empty((T + 1 if train else 1, B, H), dt)
         Hc = np.empty((Tk, B, H), dt)
-        K.lstm_forward(Gm, bias, Rn, tr(R), Pd, hinit, cinit, L, codes, al, be, clipv, bool(input_forget),
+        _lstm.lstm_forward(Gm, bias, Rn, tr(R), Pd, hinit, cinit, L, codes, al, be, clipv, bool(input_forget),
                        P is not None, train, Yt, h, c, A, Hs, Cs, Hc)
         st.update(Cs=Cs, Hc=Hc)
     return Yt, h, c
@@ -301,7 +308,7 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
 
 def _project_bm(W, Xt, train):
     """Input projection for the batch-minor kernels: (T, G*H, B) with G[t] = W @ X_t^T, computed
-    before the time loop (``_kernels.project_bm``). Without ``train`` it lives in a scratch buffer."""
+    before the time loop (``cells._ops.project_bm``). Without ``train`` it lives in a scratch buffer."""
     T, B, I = Xt.shape
     GH = W.shape[0]
     dt = Xt.dtype
@@ -328,13 +335,13 @@ def _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
     c = None
     if cell == "gru":
         RH = np.empty(shape_t, dt)
-        K.gru_forward_bm(Gm, bias_b, _hot("R", R, T * B), np.repeat(Rbh, B), hT, L, train, Yt, Hs, RH)
+        _gru.gru_forward_bm(Gm, bias_b, _hot("R", R, T * B), np.repeat(Rbh, B), hT, L, train, Yt, Hs, RH)
         st["RH"] = RH
     else:
         cT = np.zeros((H, B), dt) if cinit is None else np.ascontiguousarray(cinit.T)
         Cs = np.empty(shape_s, dt)
         Hc = np.empty(shape_t, dt)
-        K.lstm_forward_bm(Gm, bias_b, _hot("R", R, T * B), hT, cT, L, train, Yt, Hs, Cs, Hc)
+        _lstm.lstm_forward_bm(Gm, bias_b, _hot("R", R, T * B), hT, cT, L, train, Yt, Hs, Cs, Hc)
         st.update(Cs=Cs, Hc=Hc)
         c = cT.T
     return Yt, hT.T, c
@@ -432,7 +439,7 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
         activation_beta, clip)
     dt = X.dtype
     B, T, I = X.shape
-    GH = _GATES[cell] * H
+    GH = cells.get(cell).gates * H
     Y = np.empty((B, T, D, H), dt)  # every direction writes all of its slice
     Y_h = np.empty((B, D, H), dt)
     Y_c = np.empty((B, D, H), dt) if cell == "lstm" else None
@@ -566,10 +573,10 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
         RT = _hot("RT", R[d].T)
         if cell == "gru":
             dRec = np.empty((T, GH, B), dt)
-            K.gru_backward_bm(RT, L, dYt, dhT, st["Gt"], st["Hs"], st["RH"], dA, dRec)
+            _gru.gru_backward_bm(RT, L, dYt, dhT, st["Gt"], st["Hs"], st["RH"], dA, dRec)
         else:
             dcT = np.ascontiguousarray(dc.T)
-            K.lstm_backward_bm(RT, L, dYt, dhT, dcT, st["Gt"], st["Cs"], st["Hc"], dA)
+            _lstm.lstm_backward_bm(RT, L, dYt, dhT, dcT, st["Gt"], st["Cs"], st["Hc"], dA)
             dRec = dA
             g["c0"] = dcT.T
         dA2 = np.ascontiguousarray(dA.transpose(1, 0, 2)).reshape(GH, T * B)
@@ -590,13 +597,13 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
     dA = np.zeros((T, B, GH), dt)  # (T, B, G*H)
     Hprev = st["Hs"][:T].reshape(T * B, H)  # (T*B, H)
     if cell == "rnn":
-        K.rnn_backward(_hot("RT", R[d].T), _hot("R", R[d]), L, a["codes"][d, 0], a["al"][d, 0], a["be"][d, 0],
+        _rnn.rnn_backward(_hot("RT", R[d].T), _hot("R", R[d]), L, a["codes"][d, 0], a["al"][d, 0], a["be"][d, 0],
                        a["clip"], dYt, dh, st["A"], st["Gt"], dA)
         dRec = dA
         g["R"] = dA.reshape(T * B, GH).T @ Hprev
     elif cell == "gru":
         dRec = np.zeros((T, B, GH), dt)
-        K.gru_backward(np.ascontiguousarray(R[d].T), R[d], np.ascontiguousarray(R[d, : 2 * H].T), R[d, : 2 * H],
+        _gru.gru_backward(np.ascontiguousarray(R[d].T), R[d], np.ascontiguousarray(R[d, : 2 * H].T), R[d, : 2 * H],
                        np.ascontiguousarray(R[d, 2 * H:].T), R[d, 2 * H:], L,
                        a["codes"][d], a["al"][d], a["be"][d], a["clip"], a["lbr"], dYt, dh,
                        st["A"], st["Gt"], st["Hs"], st["RH"], dA, dRec)
@@ -606,7 +613,7 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
     else:
         dc = dc.copy()
         Pd = np.zeros(3 * H, dt) if a["P"] is None else a["P"][d]
-        K.lstm_backward(_hot("RT", R[d].T), _hot("R", R[d]), Pd, L, a["codes"][d], a["al"][d], a["be"][d], a["clip"],
+        _lstm.lstm_backward(_hot("RT", R[d].T), _hot("R", R[d]), Pd, L, a["codes"][d], a["al"][d], a["be"][d], a["clip"],
                         a["input_forget"], a["P"] is not None, dYt, dh, dc, st["A"], st["Gt"], st["Hs"],
                         st["Cs"], st["Hc"], dA, g["P"])
         dRec = dA
@@ -629,7 +636,7 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
     X, W, R, D, H = a["X"], a["W"], a["R"], a["D"], a["H"]
     dt = X.dtype
     B, T, I = X.shape
-    GH = _GATES[cell] * H
+    GH = cells.get(cell).gates * H
     dY = _grad_in(dY, "dY", (B, T, D, H), dt)
     dY_h = _grad_in(dY_h, "dY_h", (B, D, H), dt)
     dY_c = _grad_in(dY_c, "dY_c", (B, D, H), dt)
@@ -691,3 +698,12 @@ def lstm_backward(cache, dY, dY_h=None, dY_c=None):
     dY_h, dY_c : array (B, D, H), optional
     """
     return _backward("lstm", cache, dY, dY_h, dY_c)
+
+
+def __getattr__(name):
+    """The functional API of the cells without kernels of their own here (``jordan``, ``indrnn``,
+    ... and their ``*_backward``), found in the cell registry."""
+    for spec in cells.registered().values():
+        if name in spec.functional:
+            return getattr(spec.mod(), name)
+    raise AttributeError(f"module 'edgernn.functional' has no attribute {name!r}")

@@ -526,6 +526,9 @@ class Sequential:
             for (layer, k), s in zip(pairs, snapshot, strict=True):
                 np.copyto(s, layer.params[k])
             self.optimizer.apply([layer.params[k] for layer, k in pairs], grads, sq)
+            for layer in {id(la): la for la, _ in pairs}.values():  # constraints (IndRNN's |u| bound)
+                if hasattr(layer, "constrain"):
+                    layer.constrain()
         if self.metrics:
             mask = self._mask(pred, self._last_lengths)
             for m in self.metrics:

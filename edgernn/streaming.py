@@ -53,344 +53,62 @@ from __future__ import annotations
 import numpy as np
 
 from . import _activations as A
+from . import cells
 from ._config import jit
+from .cells import gru as _gru
+from .cells import indrnn as _indrnn
+from .cells import jordan as _jordan
+from .cells import lstm as _lstm
+from .cells import rnn as _rnn
+from .cells._ops import (
+    COLUMNS,
+    ERR_ID,
+    ERR_SHAPE,
+    F_MASK_ZERO,
+    H_B,
+    H_FIN,
+    H_FIRST_IN,
+    H_FIRST_INS,
+    H_IDS,
+    H_NOPS,
+    H_PARITY,
+    H_VALID,
+    LINEAR,
+    M_BIAS,
+    M_C0,
+    M_F,
+    M_FLAGS,
+    M_I,
+    M_IN,
+    M_INS,
+    M_O,
+    M_OUT,
+    M_OUTS,
+    M_S,
+    M_TYPE,
+    M_V,
+    M_W,
+    NCOL,
+    NFP,
+    OP_ACT,
+    OP_DENSE,
+    OP_EMB,
+    OP_MASK,
+    SOFTMAX,
+    Packer,
+    act_span,
+    mv_flat,
+    state_view,
+)
 
 __all__ = ["Stream", "stream"]
-
-# ---- op codes and the columns of the op table ------------------------------------------------
-OP_RNN, OP_GRU, OP_LSTM, OP_DENSE, OP_ACT, OP_EMB, OP_MASK = 1, 2, 3, 4, 5, 6, 7
-SOFTMAX = 100  # extra activation code for Dense/Activation heads
-LINEAR = -1  # no activation
-
-# header row (row 0)
-H_B, H_NOPS, H_FIN, H_VALID, H_IDS, H_FIRST_IN, H_FIRST_INS, H_PARITY = 0, 1, 2, 3, 4, 5, 6, 7
-# op rows (rows 1..nops)
-(M_TYPE, M_I, M_O, M_W, M_IN, M_INS, M_OUT, M_OUTS, M_H, M_C, M_G, M_S, M_S2, M_C0, M_C1, M_C2,
- M_F, M_FLAGS, M_V, M_BIAS, M_P, M_T) = range(22)
-NCOL = 22
-# flags
-F_PEEP, F_INPUT_FORGET, F_LBR, F_RSEQ, F_MASK_ZERO = 1, 2, 4, 8, 16
-# float parameters of an op, at Wf[meta[M_F]:]: alpha0..2, beta0..2, clip, mask_value
-NFP = 8
-
-# error codes returned by the kernel
-ERR_SHAPE, ERR_ID = 1, 2
-
-
-# ---- jitted building blocks ------------------------------------------------------------------
-@jit
-def _mv(W, w0, ld, nc, nrows, v, v0, vs, B, out, o0, os, rev):
-    """out[o0 + b*os + r] = sum_k W[w0 + r*ld + k] * v[v0 + b*vs + k], r < nrows, k < nc, b < B.
-
-    Eight weight rows at a time, each block read once for the whole batch; the inner loop
-    vectorises into eight independent accumulators. ``rev`` walks the blocks from the end
-    (alternate it every step: the rows used last are still in L1 when the next step starts).
-    """
-    zero = W.dtype.type(0.0)
-    nb = nrows // 8
-    for i in range(nb):
-        r = (nb - 1 - i) * 8 if rev else i * 8
-        p = w0 + r * ld
-        w_0 = W[p: p + nc]
-        w_1 = W[p + ld: p + ld + nc]
-        w_2 = W[p + 2 * ld: p + 2 * ld + nc]
-        w_3 = W[p + 3 * ld: p + 3 * ld + nc]
-        w_4 = W[p + 4 * ld: p + 4 * ld + nc]
-        w_5 = W[p + 5 * ld: p + 5 * ld + nc]
-        w_6 = W[p + 6 * ld: p + 6 * ld + nc]
-        w_7 = W[p + 7 * ld: p + 7 * ld + nc]
-        for b in range(B):
-            q = v0 + b * vs
-            vv = v[q: q + nc]
-            s0 = zero
-            s1 = zero
-            s2 = zero
-            s3 = zero
-            s4 = zero
-            s5 = zero
-            s6 = zero
-            s7 = zero
-            for k in range(nc):
-                a = vv[k]
-                s0 += a * w_0[k]
-                s1 += a * w_1[k]
-                s2 += a * w_2[k]
-                s3 += a * w_3[k]
-                s4 += a * w_4[k]
-                s5 += a * w_5[k]
-                s6 += a * w_6[k]
-                s7 += a * w_7[k]
-            o = o0 + b * os + r
-            out[o] = s0
-            out[o + 1] = s1
-            out[o + 2] = s2
-            out[o + 3] = s3
-            out[o + 4] = s4
-            out[o + 5] = s5
-            out[o + 6] = s6
-            out[o + 7] = s7
-    for r in range(nb * 8, nrows):
-        p = w0 + r * ld
-        w_0 = W[p: p + nc]
-        for b in range(B):
-            q = v0 + b * vs
-            vv = v[q: q + nc]
-            s0 = zero
-            for k in range(nc):
-                s0 += vv[k] * w_0[k]
-            out[o0 + b * os + r] = s0
-
-
-# The float32 cells use the library's rational tanh, whose constants are float32 (so float32
-# data stays in float32 arithmetic).
-_HALF = np.float32(0.5)
-
-
-@jit(inline="always")
-def _tanh32(x):
-    """``_activations.fast_tanh`` (only reached by float32 models)."""
-    return A.fast_tanh(x)
-
-
-@jit(inline="always")
-def _sigmoid32(x):
-    return _HALF * _tanh32(_HALF * x) + _HALF
-
-
-# A slice passed to a function that is not inlined costs a reference-count round trip
-# (~15 ns), which would dominate small models: functions that are not inlined take whole
-# arrays and offsets; the small helpers are inlined (numba IR level).
-@jit
-def _act(code, X, xo, Y, yo, n, alpha, beta):
-    """Y[yo:yo+n] = act(X[xo:xo+n]) for an activation code, LINEAR or SOFTMAX. The two ranges
-    must not overlap (LLVM's run-time alias check would fall back to scalar code)."""
-    x = X[xo: xo + n]
-    y = Y[yo: yo + n]
-    if code == A.FAST_SIGMOID:
-        for k in range(n):
-            y[k] = _sigmoid32(x[k])
-    elif code == A.FAST_TANH:
-        for k in range(n):
-            y[k] = _tanh32(x[k])
-    elif code == A.SIGMOID:
-        for k in range(n):
-            y[k] = 1.0 / (1.0 + np.exp(-x[k]))
-    elif code == A.TANH:
-        for k in range(n):
-            y[k] = np.tanh(x[k])
-    elif code == LINEAR or code == SOFTMAX:
-        for k in range(n):
-            y[k] = x[k]
-        if code == SOFTMAX:
-            m = y[0]
-            for k in range(1, n):
-                m = max(m, y[k])
-            s = y.dtype.type(0.0)
-            for k in range(n):
-                e = np.exp(y[k] - m)
-                y[k] = e
-                s += e
-            inv = 1.0 / s
-            for k in range(n):
-                y[k] = y[k] * inv
-    else:
-        for k in range(n):
-            y[k] = A.act1(code, x[k], alpha, beta)
-
-
-@jit(inline="always")
-def _clip_inplace(x, clip):
-    for k in range(x.shape[0]):
-        x[k] = min(max(x[k], -clip), clip)
-
-
-@jit(inline="always")
-def _emit(valid, h, out, rseq):
-    """Write a recurrent layer's output for one batch row: the new state, or, on a padding
-    step, zeros (return_sequences) or the held state."""
-    if valid or not rseq:
-        for j in range(h.shape[0]):
-            out[j] = h[j]
-    else:
-        for j in range(h.shape[0]):
-            out[j] = 0.0
-
-
-# Ops take the whole arrays (meta, Wf, buf) and offsets, never slices (see above).
-@jit
-def _rnn_op(meta, li, Wf, buf, B, rev):
-    m = meta[li]
-    I, H = m[M_I], m[M_O]
-    ld = I + H
-    fp = m[M_F]
-    clip = Wf[fp + 6]
-    rseq = (m[M_FLAGS] & F_RSEQ) != 0
-    xh, g, bias, out, outs, vo = m[M_IN], m[M_G], m[M_BIAS], m[M_OUT], m[M_OUTS], meta[0, H_VALID]
-    if B > 1 or buf[vo] != 0.0:
-        _mv(Wf, m[M_W], ld, ld, H, buf, xh, ld, B, buf, g, H, rev)
-    bv = Wf[bias: bias + H]
-    for b in range(B):
-        h = buf[xh + b * ld + I: xh + b * ld + ld]
-        valid = buf[vo + b] != 0.0
-        if valid:
-            a = buf[g + b * H: g + b * H + H]
-            for j in range(H):
-                a[j] += bv[j]
-            if clip > 0.0:
-                _clip_inplace(a, clip)
-            _act(m[M_C0], buf, g + b * H, buf, xh + b * ld + I, H, Wf[fp], Wf[fp + 3])
-        _emit(valid, h, buf[out + b * outs: out + b * outs + H], rseq)
-
-
-@jit
-def _gru_op(meta, li, Wf, buf, B, rev):
-    m = meta[li]
-    I, H = m[M_I], m[M_O]
-    ld = I + H
-    G = 3 * H
-    fp = m[M_F]
-    clip = Wf[fp + 6]
-    flags = m[M_FLAGS]
-    lbr = (flags & F_LBR) != 0
-    rseq = (flags & F_RSEQ) != 0
-    xh, g, out, outs, vo = m[M_IN], m[M_G], m[M_OUT], m[M_OUTS], meta[0, H_VALID]
-    rec, rh, gt, w = m[M_S], m[M_S2], m[M_T], m[M_W]
-    fc, gc = m[M_C0], m[M_C1]
-    fast = lbr and fc == A.FAST_SIGMOID and gc == A.FAST_TANH and clip == 0.0
-    bv = Wf[m[M_BIAS]: m[M_BIAS] + G]
-    run = B > 1 or buf[vo] != 0.0
-    if run:
-        # z, r rows: x W^T + h R^T in one pass; h rows: the x part (and h Rh^T when lbr)
-        _mv(Wf, w, ld, ld, 2 * H, buf, xh, ld, B, buf, g, G, rev)
-        _mv(Wf, w + 2 * H * ld, ld, I, H, buf, xh, ld, B, buf, g + 2 * H, G, rev)
-        if lbr:
-            _mv(Wf, w + 2 * H * ld + I, ld, H, H, buf, xh + I, ld, B, buf, rec, H, rev)
-    Rbh = Wf[m[M_P]: m[M_P] + H] if lbr else bv
-    for b in range(B):
-        if buf[vo + b] == 0.0:
-            continue
-        a = buf[g + b * G: g + b * G + G]
-        gb = buf[gt + b * G: gt + b * G + G]
-        h = buf[xh + b * ld + I: xh + b * ld + ld]
-        if fast:
-            rb = buf[rec + b * H: rec + b * H + H]
-            for j in range(2 * H):
-                gb[j] = _sigmoid32(a[j] + bv[j])
-            for j in range(H):
-                hh = _tanh32(a[2 * H + j] + bv[2 * H + j] + gb[H + j] * (rb[j] + Rbh[j]))
-                z = gb[j]
-                h[j] = (1.0 - z) * hh + z * h[j]
-            continue
-        for j in range(2 * H):
-            a[j] += bv[j]
-        if clip > 0.0:
-            _clip_inplace(a[: 2 * H], clip)
-        _act(fc, buf, g + b * G, buf, gt + b * G, 2 * H, Wf[fp], Wf[fp + 3])
-        if not lbr:
-            rhb = buf[rh + b * H: rh + b * H + H]
-            for j in range(H):
-                rhb[j] = gb[H + j] * h[j]
-    if run and not lbr:  # (r * h) Rh^T
-        _mv(Wf, w + 2 * H * ld + I, ld, H, H, buf, rh, H, B, buf, rec, H, rev)
-    for b in range(B):
-        h = buf[xh + b * ld + I: xh + b * ld + ld]
-        valid = buf[vo + b] != 0.0
-        if valid and not fast:
-            c = buf[g + b * G + 2 * H: g + b * G + G]
-            gb = buf[gt + b * G: gt + b * G + G]
-            rb = buf[rec + b * H: rec + b * H + H]
-            if lbr:
-                for j in range(H):
-                    c[j] += bv[2 * H + j] + gb[H + j] * (rb[j] + Rbh[j])
-            else:
-                for j in range(H):
-                    c[j] += bv[2 * H + j] + rb[j]
-            if clip > 0.0:
-                _clip_inplace(c, clip)
-            _act(gc, buf, g + b * G + 2 * H, buf, gt + b * G + 2 * H, H, Wf[fp + 1], Wf[fp + 4])
-            for j in range(H):
-                z = gb[j]
-                h[j] = (1.0 - z) * gb[2 * H + j] + z * h[j]
-        _emit(valid, h, buf[out + b * outs: out + b * outs + H], rseq)
-
-
-@jit
-def _lstm_op(meta, li, Wf, buf, B, rev):
-    m = meta[li]
-    I, H = m[M_I], m[M_O]
-    ld = I + H
-    G = 4 * H
-    fp = m[M_F]
-    clip = Wf[fp + 6]
-    flags = m[M_FLAGS]
-    peep = (flags & F_PEEP) != 0
-    coupled = (flags & F_INPUT_FORGET) != 0
-    rseq = (flags & F_RSEQ) != 0
-    xh, g, out, outs, P, vo = m[M_IN], m[M_G], m[M_OUT], m[M_OUTS], m[M_P], meta[0, H_VALID]
-    fc, gc, hc = m[M_C0], m[M_C1], m[M_C2]
-    fast = (fc == A.FAST_SIGMOID and gc == A.FAST_TANH and hc == A.FAST_TANH and not peep
-            and not coupled and clip == 0.0)
-    bv = Wf[m[M_BIAS]: m[M_BIAS] + G]
-    gt = m[M_T]
-    gv = buf[gt: gt + G]
-    if B > 1 or buf[vo] != 0.0:
-        _mv(Wf, m[M_W], ld, ld, G, buf, xh, ld, B, buf, g, G, rev)
-    for b in range(B):
-        h = buf[xh + b * ld + I: xh + b * ld + ld]
-        valid = buf[vo + b] != 0.0
-        if valid:
-            ab = g + b * G
-            cb = m[M_C] + b * H
-            a = buf[ab: ab + G]
-            c = buf[cb: cb + H]
-            if fast:
-                for j in range(H):
-                    ig = _sigmoid32(a[j] + bv[j])
-                    og = _sigmoid32(a[H + j] + bv[H + j])
-                    fg = _sigmoid32(a[2 * H + j] + bv[2 * H + j])
-                    cg = _tanh32(a[3 * H + j] + bv[3 * H + j])
-                    cn = fg * c[j] + ig * cg
-                    c[j] = cn
-                    h[j] = og * _tanh32(cn)
-            else:
-                for j in range(G):
-                    a[j] += bv[j]
-                if peep:
-                    for j in range(H):
-                        a[j] += Wf[P + j] * c[j]
-                        a[2 * H + j] += Wf[P + 2 * H + j] * c[j]
-                    if clip > 0.0:
-                        _clip_inplace(a[:H], clip)
-                        _clip_inplace(a[2 * H:], clip)
-                elif clip > 0.0:
-                    _clip_inplace(a, clip)
-                _act(fc, buf, ab, buf, gt, H, Wf[fp], Wf[fp + 3])  # i
-                if coupled:
-                    for j in range(H):
-                        gv[2 * H + j] = 1.0 - gv[j]
-                else:
-                    _act(fc, buf, ab + 2 * H, buf, gt + 2 * H, H, Wf[fp], Wf[fp + 3])  # f
-                _act(gc, buf, ab + 3 * H, buf, gt + 3 * H, H, Wf[fp + 1], Wf[fp + 4])  # c~
-                for j in range(H):
-                    c[j] = gv[2 * H + j] * c[j] + gv[j] * gv[3 * H + j]
-                if peep:  # the output gate's peephole sees the new cell state
-                    for j in range(H):
-                        a[H + j] += Wf[P + H + j] * c[j]
-                    if clip > 0.0:
-                        _clip_inplace(a[H: 2 * H], clip)
-                _act(fc, buf, ab + H, buf, gt + H, H, Wf[fp], Wf[fp + 3])  # o
-                _act(hc, buf, cb, buf, ab, H, Wf[fp + 2], Wf[fp + 5])  # h(C_t), into the spent i slot
-                for j in range(H):
-                    h[j] = gv[H + j] * a[j]
-        _emit(valid, h, buf[out + b * outs: out + b * outs + H], rseq)
-
 
 @jit
 def _dense_op(meta, li, Wf, buf, B, rev):
     m = meta[li]
     I, U = m[M_I], m[M_O]
     out, outs, bias, s = m[M_OUT], m[M_OUTS], m[M_BIAS], m[M_S]
-    _mv(Wf, m[M_W], I, I, U, buf, m[M_IN], m[M_INS], B, buf, s, U, rev)
+    mv_flat(Wf, m[M_W], I, I, U, buf, m[M_IN], m[M_INS], B, buf, s, U, rev)
     fp = m[M_F]
     for b in range(B):
         z = buf[s + b * U: s + b * U + U]
@@ -398,7 +116,7 @@ def _dense_op(meta, li, Wf, buf, B, rev):
             bv = Wf[bias: bias + U]
             for j in range(U):
                 z[j] += bv[j]
-        _act(m[M_C0], buf, s + b * U, buf, out + b * outs, U, Wf[fp], Wf[fp + 3])
+        act_span(m[M_C0], buf, s + b * U, buf, out + b * outs, U, Wf[fp], Wf[fp + 3])
 
 
 @jit
@@ -407,7 +125,7 @@ def _act_op(meta, li, Wf, buf, B):
     n = m[M_I]
     fp = m[M_F]
     for b in range(B):
-        _act(m[M_C0], buf, m[M_IN] + b * m[M_INS], buf, m[M_OUT] + b * m[M_OUTS], n, Wf[fp], Wf[fp + 3])
+        act_span(m[M_C0], buf, m[M_IN] + b * m[M_INS], buf, m[M_OUT] + b * m[M_OUTS], n, Wf[fp], Wf[fp + 3])
 
 
 @jit
@@ -480,12 +198,17 @@ def _model_step(x, Wf, buf, meta):
     meta[0, H_PARITY] = 1 - rev
     for li in range(first, nops + 1):
         t = meta[li, M_TYPE]
-        if t == OP_LSTM:
-            _lstm_op(meta, li, Wf, buf, B, rev)
-        elif t == OP_GRU:
-            _gru_op(meta, li, Wf, buf, B, rev)
-        elif t == OP_RNN:
-            _rnn_op(meta, li, Wf, buf, B, rev)
+        # one branch per cell (its module's STREAM_OP), then the non-recurrent ops
+        if t == _lstm.STREAM_OP:
+            _lstm.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _gru.STREAM_OP:
+            _gru.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _rnn.STREAM_OP:
+            _rnn.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _jordan.STREAM_OP:
+            _jordan.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _indrnn.STREAM_OP:
+            _indrnn.stream_step(meta, li, Wf, buf, B, rev)
         elif t == OP_DENSE:
             _dense_op(meta, li, Wf, buf, B, rev)
         elif t == OP_ACT:
@@ -508,32 +231,6 @@ _HEAD_ACTS = {
     "elu": (A.ELU, 1.0, 0.0),
     "softmax": (SOFTMAX, 0.0, 0.0),
 }
-_DEFAULT_ACTS = {"rnn": ("Tanh",), "gru": ("Sigmoid", "Tanh"), "lstm": ("Sigmoid", "Tanh", "Tanh")}
-_OPS = {"rnn": OP_RNN, "gru": OP_GRU, "lstm": OP_LSTM}
-
-
-class _Packer:
-    """Collects weights (Wf) and buffer regions (buf) with their offsets."""
-
-    def __init__(self, dtype):
-        self.dtype = dtype
-        self.w = []
-        self.nw = 0
-        self.nbuf = 0
-
-    def add_w(self, arr):
-        arr = np.ascontiguousarray(arr, dtype=self.dtype).ravel()
-        off = self.nw
-        self.w.append(arr)
-        self.nw += arr.size
-        return off
-
-    def add_buf(self, n):
-        off = self.nbuf
-        self.nbuf += int(n)
-        return off
-
-
 def _layer_label(layer):
     return f"{type(layer).__name__} {getattr(layer, 'name', None)!r}"
 
@@ -571,10 +268,10 @@ def _pack(layers, batch_size, dtype):
     from .layers.core import Activation, Dense, Dropout, Embedding, Masking
     from .layers.recurrent import RecurrentLayer
 
-    pk = _Packer(dtype)
+    pk = Packer(dtype)
     B = int(batch_size)
     ops = []  # dicts with meta columns
-    rec = []  # recurrent ops: (op index, layer, units, cell)
+    rec = []  # recurrent ops: (op index, layer, [(offset, stride, width) per state])
     ids_mode = False
     first_shape = layers[0].input_shape
     feat = None  # features flowing into the next op
@@ -598,53 +295,13 @@ def _pack(layers, batch_size, dtype):
             feat = int(first_shape[-1])
         fpar = np.zeros(NFP)  # alpha0..2, beta0..2, clip, mask_value
         if isinstance(layer, RecurrentLayer):
-            cell = layer.cell
-            H = layer.units
-            G = layer.gates
-            w = layer.onnx_weights()
-            Wm, R = w["W"][0], w["R"][0]  # (GH, I), (GH, H)
-            I = Wm.shape[1]
-            if I != feat:
-                raise ValueError(f"stream: {label} expects {I} input features, gets {feat}")
-            Wb, Rb = np.asarray(w["Wb"][0], dtype), np.asarray(w["Rb"][0], dtype)
-            codes, al, be = A.resolve(layer.onnx_activations, _DEFAULT_ACTS[cell], 1, dtype,
-                                      layer.activation_alpha, layer.activation_beta)
-            k = codes.shape[1]
-            fpar[:k] = al[0]
-            fpar[3:3 + k] = be[0]
-            fpar[6] = 0.0 if layer.clip is None else float(layer.clip)
-            m = dict(type=_OPS[cell], I=I, O=H, F=pk.add_w(fpar))
-            m["W"] = pk.add_w(np.concatenate([Wm, R], axis=1))  # (GH, I + H)
-            bias = Wb + Rb
-            flags = F_RSEQ if layer.return_sequences else 0
-            if cell == "gru":
-                if layer.linear_before_reset:
-                    flags |= F_LBR
-                    bias[2 * H:] = Wb[2 * H:]
-                    m["P"] = pk.add_w(Rb[2 * H:])
-                m["S"] = pk.add_buf(B * H)  # recurrent product of the h gate
-                m["S2"] = pk.add_buf(B * H)  # r * h
-                m["T"] = pk.add_buf(B * G * H)  # gate activations
-            if cell == "lstm":
-                if w["P"] is not None:
-                    flags |= F_PEEP
-                    m["P"] = pk.add_w(w["P"][0])
-                if layer.input_forget:
-                    flags |= F_INPUT_FORGET
-                m["C"] = pk.add_buf(B * H)
-                m["T"] = pk.add_buf(G * H)  # gate activations (one batch row at a time)
-            m["BIAS"] = pk.add_w(bias)
-            m["FLAGS"] = flags
-            for j, c in enumerate(codes[0]):
-                m[f"C{j}"] = int(c)
-            m["G"] = pk.add_buf(B * G * H)
-            # [x, h] rows: the input slot and the hidden state in one buffer
-            m["IN"] = pk.add_buf(B * (I + H))
-            m["INS"] = I + H
-            m["H"] = m["IN"] + I
+            spec = cells.get(layer.cell)
+            m, layer_states = spec.mod().stream_pack(layer, pk, B, dtype)
+            if m["I"] != feat:
+                raise ValueError(f"stream: {label} expects {m['I']} input features, gets {feat}")
             ops.append(m)
-            rec.append((len(ops) - 1, layer, H, cell))
-            feat = H
+            rec.append((len(ops) - 1, layer, layer_states))
+            feat = m["O"]
         elif isinstance(layer, Dense):
             K = layer.params["kernel"]  # (F, U)
             if K.shape[0] != feat:
@@ -697,18 +354,14 @@ def _pack(layers, batch_size, dtype):
     meta[0, H_IDS] = int(ids_mode)
     if not ids_mode:
         meta[0, H_FIRST_IN], meta[0, H_FIRST_INS] = ops[0]["IN"], ops[0]["INS"]
-    cols = dict(TYPE=M_TYPE, I=M_I, O=M_O, W=M_W, IN=M_IN, INS=M_INS, OUT=M_OUT, OUTS=M_OUTS, H=M_H,
-                C=M_C, G=M_G, S=M_S, S2=M_S2, C0=M_C0, C1=M_C1, C2=M_C2, F=M_F, FLAGS=M_FLAGS, V=M_V,
-                BIAS=M_BIAS, P=M_P, T=M_T)
     for k, m in enumerate(ops):
         for name, v in m.items():
-            meta[k + 1, cols[name.upper()]] = int(v)
+            meta[k + 1, COLUMNS[name.upper()]] = int(v)
     Wf = np.concatenate(pk.w) if pk.w else np.zeros(1, dtype)
     last = ops[-1]
     states = []
-    for k, layer, H, cell in rec:
-        m = ops[k]
-        states.append(dict(layer=layer, H=H, xh=m["IN"], I=m["I"], c=m.get("C"), cell=cell))
+    for _, layer, views in rec:
+        states.append(dict(layer=layer, views=views, names=cells.get(layer.cell).state_names))
     info = dict(out=last["OUT"], nout=last["O"], states=states, ids=ids_mode,
                 nin=meta[0, H_FIN], nbuf=pk.nbuf)
     return np.ascontiguousarray(Wf, dtype), meta, info
@@ -916,21 +569,21 @@ class Stream:
                              + (f" of length {len(value)}" if isinstance(value, (list, tuple)) else ""))
         new = []
         for k, (s, v) in enumerate(zip(self._states, value, strict=True)):
-            n = 2 if s["cell"] == "lstm" else 1
+            n = len(s["views"])
             label = _layer_label(s["layer"])
             if isinstance(v, np.ndarray) and n == 1:
                 v = [v]
             if not isinstance(v, (list, tuple)) or len(v) != n:
                 raise ValueError(f"stream.state[{k}] ({label}): expected a list of {n} arrays "
-                                 f"({'[h, c]' if n == 2 else '[h]'})")
+                                 f"([{', '.join(s['names'])}])")
             arrs = []
             for j, a in enumerate(v):
                 a = np.asarray(a)
                 if a.dtype.kind not in "iuf":
                     raise TypeError(f"stream.state[{k}][{j}] ({label}): expected a float array, got {a.dtype}")
-                if a.shape != (self.batch_size, s["H"]):
-                    raise ValueError(f"stream.state[{k}][{j}] ({label}): expected shape "
-                                     f"{(self.batch_size, s['H'])}, got {a.shape}")
+                want = (self.batch_size, s["views"][j][2])
+                if a.shape != want:
+                    raise ValueError(f"stream.state[{k}][{j}] ({label}): expected shape {want}, got {a.shape}")
                 arrs.append(a)
             new.append(arrs)
         for s, arrs in zip(self._states, new, strict=True):  # validated: now write
@@ -938,11 +591,7 @@ class Stream:
                 view[...] = a
 
     def _state_views(self, s):
-        B, H, I = self.batch_size, s["H"], s["I"]
-        views = [self._buf[s["xh"]: s["xh"] + B * (I + H)].reshape(B, I + H)[:, I:]]
-        if s["c"] is not None:
-            views.append(self._buf[s["c"]: s["c"] + B * H].reshape(B, H))
-        return views
+        return [state_view(self._buf, self.batch_size, off, stride, width) for off, stride, width in s["views"]]
 
     def __repr__(self):
         return (f"<Stream batch_size={self.batch_size} in={self.input_features} out={self.output_features} "

@@ -634,3 +634,50 @@ def torch_reference(cell: str, kw: dict, gY=None, gH=None, gC=None):
         grads["Wb"][d][idx] = getattr(mod, "bias_ih" + sfx).grad.numpy()
         grads["Rb"][d][idx] = getattr(mod, "bias_hh" + sfx).grad.numpy()
     return np_outs, grads
+
+
+# ----------------------------------------------------------------------------------------
+# Cells without an ONNX operator: one step each, and one driver for all of them.
+# ----------------------------------------------------------------------------------------
+def indrnn_step(x, state, p, d, acts):
+    """IndRNN: h = act(W x + u * h_prev + b). ``state`` is h (H,); returns (y, new state)."""
+    b = 0.0 if p.get("b") is None else p["b"][d]
+    h = activation(acts[0], p["W"][d] @ x + p["u"][d] * state + b)
+    return h, h
+
+
+def jordan_step(x, state, p, d, acts):
+    """Jordan: h = act(W x + U y_prev + b), y = out_act(V h + c). ``state`` is y (O,)."""
+    b = 0.0 if p.get("b") is None else p["b"][d]
+    c = 0.0 if p.get("c") is None else p["c"][d]
+    h = activation(acts[0], p["W"][d] @ x + p["U"][d] @ state + b)
+    y = activation(acts[1], p["V"][d] @ h + c)
+    return y, y
+
+
+NAIVE_STEPS = {"indrnn": indrnn_step, "jordan": jordan_step}
+
+
+def cell_run(cell, X, params, s0, state_size, lengths=None, direction="forward", acts=("Tanh", "Tanh")):
+    """Naive driver for the steps above: Y (B, T, D, O), final state (B, D, state_size), float64.
+
+    Same conventions as the ONNX cells: padded steps output zero and hold the state, the
+    reverse direction runs backwards over each sequence's valid part.
+    """
+    step = NAIVE_STEPS[cell]
+    X = np.asarray(X, np.float64)
+    p = {k: (None if v is None else np.asarray(v, np.float64)) for k, v in params.items()}
+    B, T, _ = X.shape
+    D = 2 if direction == "bidirectional" else 1
+    L = np.full(B, T) if lengths is None else np.asarray(lengths)
+    Y = np.zeros((B, T, D, state_size))
+    fin = np.zeros((B, D, state_size))
+    for d in range(D):
+        reverse = direction == "reverse" or d == 1
+        for b in range(B):
+            s = np.zeros(state_size) if s0 is None else np.asarray(s0[b, d], np.float64)
+            for t in _time_steps(int(L[b]), reverse):
+                y, s = step(X[b, t], s, p, d, acts)
+                Y[b, t, d] = y
+            fin[b, d] = s
+    return Y, fin

@@ -87,7 +87,8 @@ def test_cache_probe(tmp_path, monkeypatch, kind):
     monkeypatch.setattr(_config, "_cache_ok", None)
     assert _config._cache_dir_writable() is (kind == "writable")
     if kind == "writable":
-        assert path.is_dir() and list(path.iterdir()) == []  # the probe file is gone
+        sub = path / f"edgernn-{_config.SOURCE_HASH}"  # kernels are cached by source hash
+        assert list(path.iterdir()) == [sub] and list(sub.iterdir()) == []  # the probe file is gone
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,

@@ -1,9 +1,9 @@
 """The kernels' speed paths, which the small random cases of test_functional*.py never reach:
 
 - batch 1 with a large weight matrix: the recurrent product goes to BLAS gemv
-  (``_kernels.GEMV_MIN``), small ones to the jitted ``matvec`` (snake order);
+  (``cells._ops.GEMV_MIN``), small ones to the jitted ``matvec`` (snake order);
 - batch > 1 with the default float32 cell: the batch-minor kernels (``*_bm``), whose per-step
-  product goes to OpenBLAS in row blocks (``_kernels.SMALL_GEMM``) for wide layers;
+  product goes to OpenBLAS in row blocks (``cells._ops.SMALL_GEMM``) for wide layers;
 - inputs are never modified (batch 1 with ``lengths`` once zeroed the caller's padding).
 
 Each path is checked against the naive oracle (forward) and against another path of the
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import edgernn.functional as F
-from edgernn import _kernels as K
+from edgernn.cells import _ops as K
 
 try:
     from . import naive
@@ -125,7 +125,7 @@ def test_batch_minor_path(cell, direction, H):
 
 
 def test_matmul_paths_agree():
-    """``_kernels.matmul``: matvec (both snake directions), gemv and gemm give the same product."""
+    """``cells._ops.matmul``: matvec (both snake directions), gemv and gemm give the same product."""
     rng = np.random.default_rng(0)
     for N, Kd in [(13, 5), (256, 64), (512, 128)]:
         Wn = rng.normal(size=(N, Kd))

@@ -1,5 +1,6 @@
 """Keras-style layers: ``Dense``, ``Dropout``, ``Activation``, ``Embedding``, ``Masking``,
-``SimpleRNN``, ``GRU``, ``LSTM``, ``Bidirectional`` (and ``Input`` for declaring shapes)."""
+``SimpleRNN``, ``GRU``, ``LSTM``, ``Bidirectional`` (and ``Input`` for declaring shapes), and the
+layers of the newer cells, defined in their cell modules (``JordanRNN``, ``IndRNN``, ...)."""
 
 from .core import ACTIVATIONS, Activation, Dense, Dropout, Embedding, Input, InputLayer, Layer, Masking
 from .recurrent import GRU, LSTM, Bidirectional, RecurrentLayer, SimpleRNN
@@ -13,6 +14,10 @@ _REGISTRY = {c.__name__: c for c in (Dense, Dropout, Activation, Embedding, Mask
 
 def get(class_name):
     """Layer class by name (used when loading a saved model)."""
+    if class_name not in _REGISTRY:
+        from .. import cells
+
+        cells.load_all()  # the newer cells' modules register their layers
     try:
         return _REGISTRY[class_name]
     except KeyError:
@@ -23,3 +28,13 @@ def register(cls):
     """Make a custom ``Layer`` subclass loadable by ``load_model`` (usable as a decorator)."""
     _REGISTRY[cls.__name__] = cls
     return cls
+
+
+def __getattr__(name):
+    """Layers defined in cell modules (``edgernn/cells/``), e.g. ``IndRNN``, ``JordanRNN``."""
+    from .. import cells
+
+    for spec in cells.registered().values():
+        if name in spec.layers:
+            return getattr(spec.mod(), name)
+    raise AttributeError(f"module 'edgernn.layers' has no attribute {name!r}")

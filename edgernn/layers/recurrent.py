@@ -354,7 +354,10 @@ class RecurrentLayer(Layer):
         self.grads = {k: g[k] for k in self.params}
         self.initial_state_grads = None
         if given:
-            self.initial_state_grads = self._to_keras([g["h0"]] + ([g["c0"]] if "c0" in g else []))
+            from .. import cells
+
+            names = cells.get(self.cell).state_names
+            self.initial_state_grads = self._to_keras([g[f"{n}0"] for n in names if f"{n}0" in g])
         dx = g["X"]  # (B, T, I)
         return dx if mask is None else dx * mask
 
@@ -573,7 +576,7 @@ class Bidirectional(Layer):
 
     def __getattr__(self, name):
         layer = self.__dict__.get("layer")
-        if layer is not None and name in _DELEGATED:
+        if layer is not None and (name in _DELEGATED or not name.startswith("_")):  # a cell's own attributes too
             return getattr(layer, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 

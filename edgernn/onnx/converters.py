@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from onnx import TensorProto
 
+from .. import cells
+from .._activations import ACTIVATIONS as _ACT_DEFAULTS
 from ..layers import (
     GRU,
     LSTM,
@@ -44,7 +46,9 @@ from ..layers import (
     Masking,
     SimpleRNN,
 )
+from ..layers.recurrent import RecurrentLayer
 from .graph import GraphBuilder, make_rnn_node
+from .scan import make_step_nodes
 
 __all__ = ["register", "get_converter", "Value", "ConversionContext", "UnsupportedError", "StateSpec",
            "convert_layers"]
@@ -84,6 +88,8 @@ def get_converter(layer):
         If no converter is registered for the layer's class.
     """
     fn = _CONVERTERS.get(type(layer))
+    if fn is None and isinstance(layer, RecurrentLayer):
+        fn = convert_recurrent  # every registered cell: a native node or its step in a Scan
     if fn is None:
         raise UnsupportedError(layer, "no ONNX converter for this layer class",
                                "register one with @edgernn.onnx.register(" + type(layer).__name__ + ")")
@@ -202,6 +208,30 @@ def _activation(ctx, layer, name: str, x: str) -> str:
         raise UnsupportedError(layer, f"activation={name!r}", "no ONNX operator for it")
     op, attrs = _ACT_OPS[name]
     return ctx.g.op(op, [x], base=f"{layer.name or op.lower()}_{op.lower()}", **attrs)
+
+
+def onnx_activation(g, name: str, x: str, alpha=None, beta=None, base="act") -> str:
+    """Apply the ONNX RNN-style activation ``name`` (``"Tanh"``, ``"Affine"``, ...) to ``x`` with
+    standalone operators (defaults for alpha/beta as in ``edgernn._activations``)."""
+    key = name.lower()
+    if key not in _ACT_DEFAULTS:
+        raise ValueError(f"unknown activation {name!r}")
+    _, a0, b0 = _ACT_DEFAULTS[key]
+    a = float(a0 if alpha is None else alpha)
+    b = float(b0 if beta is None else beta)
+    f32 = np.float32
+    if key == "affine":
+        return g.op("Add", [g.op("Mul", [x, g.const(a, f32)], base=f"{base}_mul"), g.const(b, f32)], base=base)
+    if key == "scaledtanh":
+        t = g.op("Tanh", [g.op("Mul", [x, g.const(b, f32)], base=f"{base}_in")], base=f"{base}_tanh")
+        return g.op("Mul", [t, g.const(a, f32)], base=base)
+    if key == "hardsigmoid":
+        return g.op("HardSigmoid", [x], alpha=a, beta=b, base=base)
+    if key in ("leakyrelu", "elu", "thresholdedrelu"):
+        op = {"leakyrelu": "LeakyRelu", "elu": "Elu", "thresholdedrelu": "ThresholdedRelu"}[key]
+        return g.op(op, [x], alpha=a, base=base)
+    op = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "softsign": "Softsign", "softplus": "Softplus"}[key]
+    return g.op(op, [x], base=base)
 
 
 @register(Activation)
@@ -343,7 +373,7 @@ def _state_names(k: int, kind: str, d: int, D: int):
 
 def _recurrent_checks(ctx, layer, x):
     cell = layer.cell
-    if cell not in ("rnn", "gru", "lstm"):
+    if cell not in cells.registered():
         raise UnsupportedError(layer, f"cell={cell!r}")
     if x.time_axis is None and not ctx.streaming:
         raise UnsupportedError(layer, "input without a time axis",
@@ -380,7 +410,9 @@ def convert_recurrent(ctx, layer, x):
     base = layer.name or f"{cell}_{k}"
     w = layer.onnx_weights()
     has_bias = bool(getattr(layer, "use_bias", True))
-    kinds = ["h", "c"] if cell == "lstm" else ["h"]
+    spec = cells.get(cell)
+    kinds = list(spec.state_names)
+    out_kind = kinds[0]  # the state that is also the output (h, or Jordan's y)
     carry = ctx.streaming or layer.stateful
 
     # initial states from graph inputs: (batch, H) each, stacked to (D, B, H)
@@ -397,19 +429,24 @@ def convert_recurrent(ctx, layer, x):
                 parts.append(g.unsqueeze(iname, [0]))
             init[kind] = parts[0] if D == 1 else g.op("Concat", parts, axis=0, base=f"{base}_init_{kind}")
 
-    if ctx.streaming:
-        xt = g.unsqueeze(x.name, [0], base=f"{base}_step_in")  # (1, B, I)
-        seq = None
+    if spec.onnx_op is None:  # no native node: the cell's step, in a Scan for full sequences
+        seq = None if ctx.streaming else ctx.lengths32()
+        outs = make_step_nodes(ctx, layer, spec, x.name, init, xt=None if ctx.streaming else ctx.time_major(x).name,
+                               sequence_lens=seq, base=base)
     else:
-        xt = ctx.time_major(x).name  # (T, B, I)
-        seq = ctx.lengths32()
-    outs = make_rnn_node(
-        g, cell, xt, w["W"], w["R"], w["Wb"] if has_bias else None, w["Rb"] if has_bias else None,
-        w.get("P") if getattr(layer, "peephole", False) else None,
-        sequence_lens=seq, initial_h=init.get("h"), initial_c=init.get("c"), direction=layer.direction,
-        activations=layer.onnx_activations, activation_alpha=layer.activation_alpha,
-        activation_beta=layer.activation_beta, clip=layer.clip, input_forget=layer.input_forget,
-        linear_before_reset=layer.linear_before_reset, base=base)
+        if ctx.streaming:
+            xt = g.unsqueeze(x.name, [0], base=f"{base}_step_in")  # (1, B, I)
+            seq = None
+        else:
+            xt = ctx.time_major(x).name  # (T, B, I)
+            seq = ctx.lengths32()
+        outs = make_rnn_node(
+            g, spec.onnx_op.lower(), xt, w["W"], w["R"], w["Wb"] if has_bias else None,
+            w["Rb"] if has_bias else None, w.get("P") if getattr(layer, "peephole", False) else None,
+            sequence_lens=seq, initial_h=init.get("h"), initial_c=init.get("c"), direction=layer.direction,
+            activations=layer.onnx_activations, activation_alpha=layer.activation_alpha,
+            activation_beta=layer.activation_beta, clip=layer.clip, input_forget=layer.input_forget,
+            linear_before_reset=layer.linear_before_reset, base=base)
     Y, finals = outs[0], dict(zip(kinds, outs[1:], strict=True))  # Y (T, D, B, H); finals (D, B, H)
     if seq is not None:
         # onnxruntime leaves the state of a length-0 row at zero (LSTM, GRU) or undefined (RNN);
@@ -433,7 +470,7 @@ def convert_recurrent(ctx, layer, x):
         cond = ctx.g.op("Cast", [g.unsqueeze(ctx.step_valid, [1])], to=TensorProto.BOOL, base=f"{base}_valid")
         for kind in kinds:
             held = g.op("Where", [cond, per_dir[(kind, 0)], f"state_{k}_{kind}"], base=f"{base}_{kind}_hold")
-            if kind == "h" and layer.return_sequences:
+            if kind == out_kind and layer.return_sequences:
                 out_step = g.op("Where", [cond, per_dir[(kind, 0)], g.const(0.0, np.float32)],
                                 base=f"{base}_step_out")
             per_dir[(kind, 0)] = held
@@ -447,7 +484,7 @@ def convert_recurrent(ctx, layer, x):
                 ctx.extra_outputs.append((oname, per_dir[(kind, d)], H))
 
     if ctx.streaming:
-        return Value(per_dir[("h", 0)] if out_step is None else out_step, None)  # one step: Y[0] == Y_h
+        return Value(per_dir[(out_kind, 0)] if out_step is None else out_step, None)  # one step: Y[0] == Y_h
     if layer.return_sequences:
         if D == 1:
             y = g.squeeze(Y, [1], base=f"{base}_seq")  # (T, B, H)
@@ -461,8 +498,8 @@ def convert_recurrent(ctx, layer, x):
             return Value(y, 0)
         return Value(_merge(ctx, Y, 1, layer.merge_mode, base), 0)
     if D == 1:
-        return Value(per_dir[("h", 0)], None)
-    fin = finals["h"]
+        return Value(per_dir[(out_kind, 0)], None)
+    fin = finals[out_kind]
     return Value(_merge(ctx, fin, 0, layer.merge_mode, base), None)
 
 

@@ -1,0 +1,499 @@
+"""Shared jitted building blocks of the cells: products, activation helpers, masks, and the
+streaming engine's flat-buffer primitives and op-table layout.
+
+The time loops themselves live in the cell modules (``rnn.py``, ``gru.py``, ``lstm.py``) and in
+the generic driver (``driver.py``). What follows documents the kernels' shared conventions.
+
+Two families of kernels in the ONNX cells' modules, chosen by ``functional``:
+
+- Batch-major kernels (``rnn/gru/lstm_forward``, ``*_backward``): every option (activations,
+  clip, peepholes, input_forget, GRU lbr 0/1), float32 and float64, any batch; the only ones
+  used for batch 1. Layout (T, B, features).
+- Batch-minor kernels (``*_bm``): batches of more than one sequence with the default float32
+  cells. Layout (T, features, B); see the block comment above ``lstm_forward_bm``.
+
+Conventions of the batch-major kernels (all arrays C-contiguous, one dtype per call):
+- ``G`` (T, B, gates*H): the input projection X @ W.T for all steps, computed by one matrix
+  product before the loop (in ``functional``); the kernels overwrite it in place with the gate
+  outputs (the ``Gt`` that BPTT reads). The biases are NOT in it: the kernels add ``bias``
+  (gates*H,) inside the loop, where it costs nothing (a separate pass over G would cost as
+  much as the projection itself).
+- ``lengths`` (B,) int64: steps t >= lengths[b] output zero and hold the state.
+- Reverse directions are handled by ``functional`` by reversing each sequence's valid part
+  before the call, so every kernel here runs forwards in time.
+- With ``train`` the kernels keep what BPTT needs: states ``Hs``/``Cs`` (T+1, B, H) with the
+  initial state at index 0, and the gate pre-activations ``A`` only when the backward pass
+  needs them (a clip, or an activation whose derivative is not a function of its output).
+  Without ``train`` those buffers have a leading dimension of 1 and serve as scratch.
+- Nothing is allocated inside the time loop; scratch buffers are made once per call.
+- Weight gradients are NOT accumulated here: the backward kernels return the gate
+  gradients ``dA`` and ``functional`` turns them into dW, dR, dWb, dRb with one matrix
+  product each.
+
+Speed notes (measured on a 2-core AVX-512 VM, float32; see benchmarks/README.md):
+- Batch 1: the recurrent product is ``matvec``, eight dot products at a time, walking the
+  weight rows forwards on even steps and backwards on odd steps ("snake" order) so that the
+  rows used last are still in L1 when the next step starts (10% faster), for matrices below
+  GEMV_MIN elements (at 64 units it beats a BLAS gemv call by ~15%); BLAS gemv above (30%
+  faster at 256 units).
+- float32 data is computed in float32: literal constants are ``np.float32`` (ONE, HALF, ZERO),
+  since a Python float promotes every operation to float64 and halves the SIMD width.
+- The default float32 cells have fused loops (``*_row_fast``, the ``*_bm`` kernels) that LLVM
+  vectorises. Every loop writes to few arrays, or LLVM gives up vectorising because of the
+  number of run-time alias checks; a loop never reads and writes different views of the same
+  buffer at the same index (that fails the alias check at run time and falls back to scalar
+  code); loops index per-gate views from 0 (an offset index keeps numba's negative-index
+  wraparound in the loop, which LLVM vectorises with gathers).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._activations import (
+    FAST_SIGMOID,
+    FAST_TANH,
+    HALF,
+    ONE,
+    SIGMOID,
+    TANH,
+    ZERO,
+    act1,
+    dact1,
+    fast_tanh,
+)
+from .._config import jit
+
+
+# ----------------------------------------------------------------------------------------
+# products
+# ----------------------------------------------------------------------------------------
+@jit
+def matvec(x, Wn, out, rev):
+    """out[n] = sum_k Wn[n, k] * x[k] (1-D x, out; Wn (N, K) C-contiguous).
+
+    Eight dot products at a time; ``rev`` walks the row blocks from the end (snake order).
+    """
+    N, K = Wn.shape
+    nb = N // 8
+    z = x.dtype.type(0.0)
+    for i in range(nb):
+        n = (nb - 1 - i) * 8 if rev else i * 8
+        s0 = z
+        s1 = z
+        s2 = z
+        s3 = z
+        s4 = z
+        s5 = z
+        s6 = z
+        s7 = z
+        for k in range(K):
+            a = x[k]
+            s0 += a * Wn[n, k]
+            s1 += a * Wn[n + 1, k]
+            s2 += a * Wn[n + 2, k]
+            s3 += a * Wn[n + 3, k]
+            s4 += a * Wn[n + 4, k]
+            s5 += a * Wn[n + 5, k]
+            s6 += a * Wn[n + 6, k]
+            s7 += a * Wn[n + 7, k]
+        out[n] = s0
+        out[n + 1] = s1
+        out[n + 2] = s2
+        out[n + 3] = s3
+        out[n + 4] = s4
+        out[n + 5] = s5
+        out[n + 6] = s6
+        out[n + 7] = s7
+    for n in range(nb * 8, N):
+        s = z
+        for k in range(K):
+            s += x[k] * Wn[n, k]
+        out[n] = s
+
+
+# Batch 1: weight matrices with at least this many elements go to BLAS gemv (x @ Wt), smaller
+# ones to ``matvec``. Measured (one thread, float32): 256x64 matvec 0.71 us vs gemv 0.87 us;
+# 1024x256 matvec 13.1 us vs gemv 8.9 us; the two cross near 64K elements.
+GEMV_MIN = 65536
+
+
+@jit
+def matmul(A, Wn, Wt, out, rev):
+    """out (M, N) = A (M, K) @ Wn.T; Wn (N, K) C-contiguous. Wt (K, N) is the same matrix
+    transposed, C-contiguous, or an empty (0, 0) array when the caller has none.
+
+    One row (batch 1, the streaming case): ``matvec`` for small matrices, BLAS gemv for large
+    ones when Wt is given (see GEMV_MIN). Several rows: BLAS gemm through np.dot.
+    """
+    if A.shape[0] == 1:
+        if Wt.shape[0] > 0 and Wn.size >= GEMV_MIN:
+            np.dot(A[0], Wt, out[0])
+        else:
+            matvec(A[0], Wn, out[0], rev)
+    else:
+        np.dot(A, Wn.T, out)
+
+
+# ----------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------
+# Gradients carried back through many steps of a vanishing recurrence shrink geometrically and
+# reach float32's subnormal range (1e-45 seen at T=300), where x86 and ARM cores slow down many
+# times (measured: GRU backward B=64 H=32 T=300 took 82 ms in float32 vs 23 ms in float64).
+# A float32 carry below 1e-30 cannot change any float32 gradient, so it is flushed to zero;
+# float64 is left exact (gradient checks).
+TINY32 = np.float32(1e-30)
+
+
+@jit
+def flush_tiny(x):
+    """Set entries of the 2-D float32 array ``x`` with |x| < 1e-30 to zero (float64: no-op)."""
+    if x.itemsize != 4:
+        return
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            if abs(x[i, j]) < TINY32:
+                x[i, j] = ZERO
+
+
+@jit(inline="always")
+def out_deriv(code):
+    """True if the activation's derivative is a function of its output alone (sigmoid, tanh)."""
+    return code == FAST_SIGMOID or code == SIGMOID or code == FAST_TANH or code == TANH
+
+
+@jit(inline="always")
+def dout(code, y):
+    """Derivative of sigmoid/tanh from the output ``y`` (branch-free, vectorises)."""
+    return y * (ONE - y) if (code == FAST_SIGMOID or code == SIGMOID) else ONE - y * y
+
+
+@jit(inline="always")
+def dact(code, x, y, alpha, beta, clip):
+    """d act(clamp(x)) / dx, zero where the clip cuts ``x``."""
+    if clip > 0.0:
+        if x > clip or x < -clip:
+            return ZERO * y
+        return dact1(code, x, y, alpha, beta)
+    return dact1(code, x, y, alpha, beta)
+
+
+@jit
+def clamp_into(a, out, clip):
+    for j in range(a.shape[0]):
+        out[j] = min(max(a[j], -clip), clip)
+
+
+@jit(inline="always")
+def fast_sigmoid(x):
+    return HALF * fast_tanh(HALF * x) + HALF
+
+
+
+
+# ----------------------------------------------------------------------------------------
+# Batch-minor kernels: batches of more than one sequence, default float32 cells
+# (LSTM: fast sigmoid/tanh, no clip/peepholes/input_forget; GRU: the same with lbr=1).
+#
+# Layout: features x batch, one contiguous block per step. The state is hT (H, B); the
+# recurrent product is R (G*H, H) @ hT, which OpenBLAS computes 1.2-1.8x faster than
+# h (B, H) @ R.T at B=32 (measured), and every element-wise loop runs flat over a whole
+# (rows, B) block: long, contiguous, vectorised loops.
+# - G (T, G*H, B): input projection W @ X_t^T; overwritten in place with the gate outputs
+#   (it is the ``Gt`` of the batch-major kernels).
+# - bias_b (G*H*B,): the bias repeated along the batch, so that flat loops can add it.
+# - Yt (T, H, B) output; Hs, Cs (T+1, H, B): states before each step, then the final one;
+#   Hc (T, H, B): h(C_t); RH (T, H, B): H Rh^T + Rbh (GRU).
+# - Padded steps: the columns of sequences that have ended are computed, then put back
+#   (state held, output zero; in BPTT: gate gradients zero, dh/dc passed through).
+# - Backward: dA (T, G*H, B) gate gradients (and dRec for GRU).
+# ----------------------------------------------------------------------------------------
+# OpenBLAS (SkylakeX kernels, 0.3.30) multiplies matrices of at most ~1e6 multiply-adds with
+# its "small matrix" kernels, which skip packing the operands. Per step, the recurrent product
+# R (G*H, H) @ hT (H, B) is larger than that for 256 units, and packing the 1 MB of R every step
+# costs a third of the time: measured, (1024x256) @ (256x32) took 155 us whole and 107 us as
+# row blocks of 120. So such products go in row blocks under the limit (nothing breaks if a
+# BLAS has no such path: the blocks are then ordinary GEMM calls, ~1% overhead).
+SMALL_GEMM = 1_000_000
+
+
+@jit
+def gemm_rows(A, X, out):
+    """out (N, B) = A (N, K) @ X (K, B), in row blocks of at most SMALL_GEMM multiply-adds
+    when that is measured to pay (B <= 32, blocks of >= 32 rows)."""
+    N, K = A.shape
+    B = X.shape[1]
+    c = N
+    if B <= 32 and N * K * B > SMALL_GEMM:
+        c = (SMALL_GEMM // (K * B)) // 8 * 8
+        if c < 32:
+            c = N
+    for s in range(0, N, c):
+        e = min(N, s + c)
+        np.dot(A[s:e], X, out[s:e])
+
+
+@jit
+def project_bm(W, XT, G):
+    """G[t] = W @ XT[t] for every step: the input projection of the batch-minor kernels,
+    before their time loop. W (G*H, I), XT (T, I, B), G (T, G*H, B).
+
+    One product per step in row blocks (``gemm_rows``) rather than one big product and a
+    transposing copy: measured 2.8 ms vs 5.8 ms for (1024 x 64) over T=100, B=32, and 11.4 ms
+    vs 13.9 ms for (1024 x 256).
+    """
+    for t in range(XT.shape[0]):
+        gemm_rows(W, XT[t], G[t])
+
+
+@jit
+def restore_cols(t, lengths, dst, src):
+    """dst[:, b] = src[:, b] for the sequences that have ended at step t."""
+    for b in range(lengths.shape[0]):
+        if t >= lengths[b]:
+            for j in range(dst.shape[0]):
+                dst[j, b] = src[j, b]
+
+
+@jit
+def zero_cols(t, lengths, dst):
+    for b in range(lengths.shape[0]):
+        if t >= lengths[b]:
+            for j in range(dst.shape[0]):
+                dst[j, b] = ZERO
+
+
+
+# ----------------------------------------------------------------------------------------
+# Streaming engine: op codes, the columns of the op table, flat-buffer primitives
+# (see ``edgernn/streaming.py``; each cell module has its own streaming op)
+# ----------------------------------------------------------------------------------------
+# ---- op codes and the columns of the op table ------------------------------------------------
+# Non-cell ops; every cell module has its own ``STREAM_OP`` code (1-3, 8 and up).
+OP_DENSE, OP_ACT, OP_EMB, OP_MASK = 4, 5, 6, 7
+SOFTMAX = 100  # extra activation code for Dense/Activation heads
+LINEAR = -1  # no activation
+
+# header row (row 0)
+H_B, H_NOPS, H_FIN, H_VALID, H_IDS, H_FIRST_IN, H_FIRST_INS, H_PARITY = 0, 1, 2, 3, 4, 5, 6, 7
+# op rows (rows 1..nops)
+(M_TYPE, M_I, M_O, M_W, M_IN, M_INS, M_OUT, M_OUTS, M_H, M_C, M_G, M_S, M_S2, M_C0, M_C1, M_C2,
+ M_F, M_FLAGS, M_V, M_BIAS, M_P, M_T, M_X0, M_X1, M_X2) = range(25)
+NCOL = 25
+# column names as ``_pack`` spells them (a cell's ``stream_pack`` returns a dict of these)
+COLUMNS = dict(TYPE=M_TYPE, I=M_I, O=M_O, W=M_W, IN=M_IN, INS=M_INS, OUT=M_OUT, OUTS=M_OUTS, H=M_H, C=M_C,
+               G=M_G, S=M_S, S2=M_S2, C0=M_C0, C1=M_C1, C2=M_C2, F=M_F, FLAGS=M_FLAGS, V=M_V, BIAS=M_BIAS,
+               P=M_P, T=M_T, X0=M_X0, X1=M_X1, X2=M_X2)
+# flags
+F_PEEP, F_INPUT_FORGET, F_LBR, F_RSEQ, F_MASK_ZERO = 1, 2, 4, 8, 16
+# float parameters of an op, at Wf[meta[M_F]:]: alpha0..2, beta0..2, clip, mask_value
+NFP = 8
+
+# error codes returned by the kernel
+ERR_SHAPE, ERR_ID = 1, 2
+
+
+# ---- jitted building blocks ------------------------------------------------------------------
+@jit
+def mv_flat(W, w0, ld, nc, nrows, v, v0, vs, B, out, o0, os, rev):
+    """out[o0 + b*os + r] = sum_k W[w0 + r*ld + k] * v[v0 + b*vs + k], r < nrows, k < nc, b < B.
+
+    Eight weight rows at a time, each block read once for the whole batch; the inner loop
+    vectorises into eight independent accumulators. ``rev`` walks the blocks from the end
+    (alternate it every step: the rows used last are still in L1 when the next step starts).
+    """
+    zero = W.dtype.type(0.0)
+    nb = nrows // 8
+    for i in range(nb):
+        r = (nb - 1 - i) * 8 if rev else i * 8
+        p = w0 + r * ld
+        w_0 = W[p: p + nc]
+        w_1 = W[p + ld: p + ld + nc]
+        w_2 = W[p + 2 * ld: p + 2 * ld + nc]
+        w_3 = W[p + 3 * ld: p + 3 * ld + nc]
+        w_4 = W[p + 4 * ld: p + 4 * ld + nc]
+        w_5 = W[p + 5 * ld: p + 5 * ld + nc]
+        w_6 = W[p + 6 * ld: p + 6 * ld + nc]
+        w_7 = W[p + 7 * ld: p + 7 * ld + nc]
+        for b in range(B):
+            q = v0 + b * vs
+            vv = v[q: q + nc]
+            s0 = zero
+            s1 = zero
+            s2 = zero
+            s3 = zero
+            s4 = zero
+            s5 = zero
+            s6 = zero
+            s7 = zero
+            for k in range(nc):
+                a = vv[k]
+                s0 += a * w_0[k]
+                s1 += a * w_1[k]
+                s2 += a * w_2[k]
+                s3 += a * w_3[k]
+                s4 += a * w_4[k]
+                s5 += a * w_5[k]
+                s6 += a * w_6[k]
+                s7 += a * w_7[k]
+            o = o0 + b * os + r
+            out[o] = s0
+            out[o + 1] = s1
+            out[o + 2] = s2
+            out[o + 3] = s3
+            out[o + 4] = s4
+            out[o + 5] = s5
+            out[o + 6] = s6
+            out[o + 7] = s7
+    for r in range(nb * 8, nrows):
+        p = w0 + r * ld
+        w_0 = W[p: p + nc]
+        for b in range(B):
+            q = v0 + b * vs
+            vv = v[q: q + nc]
+            s0 = zero
+            for k in range(nc):
+                s0 += vv[k] * w_0[k]
+            out[o0 + b * os + r] = s0
+
+
+
+
+# A slice passed to a function that is not inlined costs a reference-count round trip
+# (~15 ns), which would dominate small models: functions that are not inlined take whole
+# arrays and offsets; the small helpers are inlined (numba IR level).
+@jit
+def act_span(code, X, xo, Y, yo, n, alpha, beta):
+    """Y[yo:yo+n] = act(X[xo:xo+n]) for an activation code, LINEAR or SOFTMAX. The two ranges
+    must not overlap (LLVM's run-time alias check would fall back to scalar code)."""
+    x = X[xo: xo + n]
+    y = Y[yo: yo + n]
+    if code == FAST_SIGMOID:
+        for k in range(n):
+            y[k] = fast_sigmoid(x[k])
+    elif code == FAST_TANH:
+        for k in range(n):
+            y[k] = fast_tanh(x[k])
+    elif code == SIGMOID:
+        for k in range(n):
+            y[k] = 1.0 / (1.0 + np.exp(-x[k]))
+    elif code == TANH:
+        for k in range(n):
+            y[k] = np.tanh(x[k])
+    elif code == LINEAR or code == SOFTMAX:
+        for k in range(n):
+            y[k] = x[k]
+        if code == SOFTMAX:
+            m = y[0]
+            for k in range(1, n):
+                m = max(m, y[k])
+            s = y.dtype.type(0.0)
+            for k in range(n):
+                e = np.exp(y[k] - m)
+                y[k] = e
+                s += e
+            inv = 1.0 / s
+            for k in range(n):
+                y[k] = y[k] * inv
+    else:
+        for k in range(n):
+            y[k] = act1(code, x[k], alpha, beta)
+
+
+@jit(inline="always")
+def clip_inplace(x, clip):
+    for k in range(x.shape[0]):
+        x[k] = min(max(x[k], -clip), clip)
+
+
+@jit(inline="always")
+def emit(valid, h, out, rseq):
+    """Write a recurrent layer's output for one batch row: the new state, or, on a padding
+    step, zeros (return_sequences) or the held state."""
+    if valid or not rseq:
+        for j in range(h.shape[0]):
+            out[j] = h[j]
+    else:
+        for j in range(h.shape[0]):
+            out[j] = 0.0
+
+
+
+# ---- packing a layer for the streaming engine (Python side) ----------------------------------
+class Packer:
+    """Collects a stream's weights (``Wf``) and buffer regions (``buf``) with their offsets."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.w = []
+        self.nw = 0
+        self.nbuf = 0
+
+    def add_w(self, arr):
+        """Append ``arr`` (flattened, cast) to the weights; returns its offset."""
+        arr = np.ascontiguousarray(arr, dtype=self.dtype).ravel()
+        off = self.nw
+        self.w.append(arr)
+        self.nw += arr.size
+        return off
+
+    def add_buf(self, n):
+        """Reserve ``n`` elements of the buffer; returns their offset."""
+        off = self.nbuf
+        self.nbuf += int(n)
+        return off
+
+
+def float_params(pk, alphas=(), betas=(), clip=None, mask_value=0.0):
+    """Pack an op's float parameters (alpha0..2, beta0..2, clip, mask_value); returns the offset."""
+    fpar = np.zeros(NFP)
+    fpar[: len(alphas)] = alphas
+    fpar[3: 3 + len(betas)] = betas
+    fpar[6] = 0.0 if clip is None else float(clip)
+    fpar[7] = mask_value
+    return pk.add_w(fpar)
+
+
+def pack_fused(cell, layer, pk, B, dtype, op):
+    """The streaming op of an ONNX cell (RNN/GRU/LSTM layout): ``[W | R]`` fused as one
+    (G*H, I + H) matrix, ``[x | h]`` rows in one buffer (the hidden state lives there), bias
+    ``Wb + Rb``, activation codes and float parameters. Returns (meta dict, weights dict); the
+    cell module adds what is its own.
+
+    Every size the jitted op indexes with is taken from the arrays themselves and checked
+    against the layer's ``units`` here (numba has no bounds checks).
+    """
+    from .._activations import resolve
+
+    w = layer.onnx_weights()
+    Wm, R = np.asarray(w["W"][0]), np.asarray(w["R"][0])  # (GH, I), (GH, H)
+    H = int(layer.units)
+    GH = cell.gates * H
+    I = Wm.shape[1] if Wm.ndim == 2 else -1
+    Wb, Rb = np.asarray(w["Wb"][0], dtype), np.asarray(w["Rb"][0], dtype)
+    if Wm.shape != (GH, I) or R.shape != (GH, H) or Wb.shape != (GH,) or Rb.shape != (GH,):
+        raise ValueError(f"stream: layer {layer.name!r} ({cell.name}, units={H}) has weights of shapes "
+                         f"W {Wm.shape}, R {R.shape}, Wb {Wb.shape}, Rb {Rb.shape}; expected "
+                         f"({GH}, I), ({GH}, {H}), ({GH},), ({GH},)")
+    codes, al, be = resolve(layer.onnx_activations, cell.default_activations, 1, dtype,
+                            layer.activation_alpha, layer.activation_beta)
+    m = dict(type=op, I=I, O=H, F=float_params(pk, al[0], be[0], layer.clip))
+    m["W"] = pk.add_w(np.concatenate([Wm, R], axis=1))  # (GH, I + H)
+    m["FLAGS"] = F_RSEQ if layer.return_sequences else 0
+    for j, c in enumerate(codes[0]):
+        m[f"C{j}"] = int(c)
+    m["G"] = pk.add_buf(B * GH)
+    m["IN"] = pk.add_buf(B * (I + H))  # [x, h] rows: the input slot and the hidden state
+    m["INS"] = I + H
+    m["H"] = m["IN"] + I
+    return m, dict(W=Wm, R=R, Wb=Wb, Rb=Rb, P=w.get("P"))
+
+
+def state_view(buf, B, off, stride, width):
+    """The (B, width) view of a state stored at ``buf[off + b * stride:][:width]``."""
+    end = off + (B - 1) * stride + width
+    if off < 0 or width > stride or end > buf.size:
+        raise ValueError(f"stream: state region [{off}, {end}) does not fit the buffer of {buf.size}")
+    it = buf.itemsize
+    return np.lib.stride_tricks.as_strided(buf[off:end], shape=(B, width), strides=(stride * it, it))

@@ -1,0 +1,502 @@
+"""GRU cell (ONNX ``GRU``, gates z, r, h; both ``linear_before_reset`` variants).
+
+Everything specific to the cell: the batch-major forward and BPTT time loops (every option),
+the batch-minor kernels for batches of the default float32 cell, the streaming step and the
+packing of a layer for the streaming engine. The exporter writes a native ``GRU`` node.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._activations import FAST_SIGMOID, FAST_TANH, ONE, ZERO, act_vec, dact1, fast_tanh  # noqa: F401
+from .._config import jit
+from ._ops import (  # noqa: F401
+    F_INPUT_FORGET,
+    F_LBR,
+    F_PEEP,
+    F_RSEQ,
+    H_VALID,
+    M_BIAS,
+    M_C,
+    M_C0,
+    M_C1,
+    M_C2,
+    M_F,
+    M_FLAGS,
+    M_G,
+    M_I,
+    M_IN,
+    M_O,
+    M_OUT,
+    M_OUTS,
+    M_P,
+    M_S,
+    M_S2,
+    M_T,
+    M_W,
+    act_span,
+    clamp_into,
+    clip_inplace,
+    dact,
+    dout,
+    emit,
+    fast_sigmoid,
+    flush_tiny,
+    gemm_rows,
+    matmul,
+    mv_flat,
+    out_deriv,
+    pack_fused,
+    restore_cols,
+    zero_cols,
+)
+from .base import Cell, register
+
+
+# ----------------------------------------------------------------------------------------
+# GRU (ONNX): z = f(Xz + H Rz + b), r = f(Xr + H Rr + b)
+#   lbr=0: h~ = g(Xh + (r*H) Rh + Rbh + Wbh)      lbr=1: h~ = g(Xh + r*(H Rh + Rbh) + Wbh)
+#   H_t = (1 - z) * h~ + z * H_{t-1}
+# bias holds Wb + Rb for z, r; Wbh (+ Rbh when lbr=0) for h. RH keeps (H Rh + Rbh) for lbr=1,
+# r*H for lbr=0 (zero on padded steps).
+# ----------------------------------------------------------------------------------------
+@jit(inline="always")
+def gru_zr_gates(a, g, r, bias, tmp, gt, H, clip, fc, alpha, beta):
+    """z and r of one row: a[:2H] = projection + recurrent product + bias (pre-activations),
+    gt[:2H] = f(clip(a)). Returns the array holding the (clipped) pre-activations."""
+    for j in range(2 * H):
+        a[j] = g[j] + r[j] + bias[j]
+    src = a
+    if clip > 0.0:
+        clamp_into(a[: 2 * H], tmp[: 2 * H], clip)
+        src = tmp
+    act_vec(fc, src[: 2 * H], gt[: 2 * H], alpha, beta)
+    return src
+
+
+@jit(inline="always")
+def gru_row_fast(g, r, bias, Rbh, rh, h, y):
+    """One batch row of the default float32 GRU step (fast sigmoid/tanh, lbr=1, no clip);
+    ``g`` holds the projection on entry and the gate outputs on exit. Per-gate views indexed
+    from 0: see ``lstm_row_fast``."""
+    H = h.shape[0]
+    for j in range(2 * H):
+        g[j] = fast_sigmoid(g[j] + r[j] + bias[j])
+    tz = g[:H]
+    tr = g[H: 2 * H]
+    th = g[2 * H:]
+    rr_ = r[2 * H:]
+    bh = bias[2 * H:]
+    for j in range(H):
+        rh[j] = rr_[j] + Rbh[j]
+    for j in range(H):
+        hh = fast_tanh(th[j] + bh[j] + tr[j] * rh[j])
+        th[j] = hh
+        z = tz[j]
+        hv = (ONE - z) * hh + z * h[j]
+        h[j] = hv
+        y[j] = hv
+
+
+@jit
+def gru_forward(G, bias, R, RT, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alphas, betas, clip, lbr, train,
+                Y, h, A, Hs, RH):
+    T, B, G3 = G.shape
+    H = G3 // 3
+    h[:] = h0
+    fc, gc = codes[0], codes[1]
+    fast = lbr and fc == FAST_SIGMOID and gc == FAST_TANH and clip == 0.0
+    need_a = train and (clip > 0.0 or not (out_deriv(fc) and out_deriv(gc)))
+    rec = np.empty((B, G3), G.dtype)  # lbr: H R^T (B, 3H)
+    rec_zr = np.empty((B, 2 * H), G.dtype)  # not lbr: H Rzr^T
+    rec_h = np.empty((B, H), G.dtype)  # not lbr: (r*H) Rh^T
+    pre = np.empty(G3, G.dtype)
+    tmp = np.empty(G3, G.dtype)
+    for t in range(T):
+        k = t if train else 0
+        if train:
+            Hs[t] = h
+        rh = RH[k]  # (B, H)
+        if lbr:
+            matmul(h, R, RT, rec, t & 1)
+            for b in range(B):
+                if t >= lengths[b]:
+                    for j in range(H):
+                        rh[b, j] = ZERO
+                    continue
+                gt = G[t, b]  # gate outputs replace the projection in place
+                if fast:
+                    gru_row_fast(gt, rec[b], bias, Rbh, rh[b], h[b], Y[t, b])
+                    continue
+                a = A[k, b] if need_a else pre
+                g = G[t, b]
+                r = rec[b]
+                src = gru_zr_gates(a, g, r, bias, tmp, gt, H, clip, fc, alphas[0], betas[0])
+                rhb = rh[b]
+                for j in range(H):
+                    rr = r[2 * H + j] + Rbh[j]
+                    rhb[j] = rr
+                    a[2 * H + j] = g[2 * H + j] + bias[2 * H + j] + gt[H + j] * rr
+                if clip > 0.0:
+                    clamp_into(a[2 * H:], tmp[2 * H:], clip)
+                act_vec(gc, src[2 * H:], gt[2 * H:], alphas[1], betas[1])
+                hb = h[b]
+                y = Y[t, b]
+                for j in range(H):
+                    z = gt[j]
+                    hv = (ONE - z) * gt[2 * H + j] + z * hb[j]
+                    hb[j] = hv
+                    y[j] = hv
+        else:
+            matmul(h, Rzr, RzrT, rec_zr, t & 1)
+            for b in range(B):
+                if t >= lengths[b]:
+                    for j in range(H):
+                        rh[b, j] = ZERO
+                    continue
+                gt = G[t, b]
+                a = A[k, b] if need_a else pre
+                g = G[t, b]
+                r = rec_zr[b]
+                src = gru_zr_gates(a, g, r, bias, tmp, gt, H, clip, fc, alphas[0], betas[0])
+                rhb = rh[b]
+                hb = h[b]
+                for j in range(H):
+                    rhb[j] = gt[H + j] * hb[j]
+            matmul(rh, Rh, RhT, rec_h, t & 1)
+            for b in range(B):
+                if t >= lengths[b]:
+                    continue
+                gt = G[t, b]
+                a = A[k, b] if need_a else pre
+                g = G[t, b]
+                r = rec_h[b]
+                for j in range(H):
+                    a[2 * H + j] = g[2 * H + j] + bias[2 * H + j] + r[j]
+                src = a
+                if clip > 0.0:
+                    clamp_into(a[2 * H:], tmp[2 * H:], clip)
+                    src = tmp
+                act_vec(gc, src[2 * H:], gt[2 * H:], alphas[1], betas[1])
+                hb = h[b]
+                y = Y[t, b]
+                for j in range(H):
+                    z = gt[j]
+                    hv = (ONE - z) * gt[2 * H + j] + z * hb[j]
+                    hb[j] = hv
+                    y[j] = hv
+    if train:
+        Hs[T] = h
+
+
+@jit
+def gru_back_row_fast(fc, gc, g, gt, hp, rhv, da, drec):
+    """lbr=1, sigmoid/tanh gates, no clip. ``g`` (H) holds dL/dH_t on entry and dL/dH_{t-1}
+    through the direct path (g * z) on exit."""
+    H = g.shape[0]
+    for j in range(H):
+        z = gt[j]
+        r = gt[H + j]
+        hh = gt[2 * H + j]
+        gj = g[j]
+        dah = gj * (ONE - z) * dout(gc, hh)
+        da[j] = gj * (hp[j] - hh) * dout(fc, z)
+        da[H + j] = dah * rhv[j] * dout(fc, r)
+        da[2 * H + j] = dah
+    for j in range(H):
+        r = gt[H + j]
+        drec[j] = da[j]
+        drec[H + j] = da[H + j]
+        drec[2 * H + j] = da[2 * H + j] * r
+    for j in range(H):
+        g[j] = g[j] * gt[j]
+
+
+@jit
+def gru_backward(RT, R, RzrT, Rzr, RhT, Rh, lengths, codes, alphas, betas, clip, lbr, dY, dh, A, Gt, Hs, RH, dA, dRec):
+    """Fills dA (T, B, 3H) (gradient of the gate pre-activations that meet X W^T) and
+    dRec (T, B, 3H) (gradient of the recurrent products: H Rzr^T, and H Rh^T + Rbh or (r*H) Rh^T).
+    Both are zeros on entry. RT (H, 3H), RzrT (H, 2H), RhT (H, H) are the transposed weights,
+    next to the weights themselves (R, Rzr, Rh: see ``matmul``)."""
+    T, B, H = dY.shape
+    fc, gc = codes[0], codes[1]
+    need_a = clip > 0.0 or not (out_deriv(fc) and out_deriv(gc))
+    fast = lbr and not need_a
+    back = np.empty((B, H), dY.dtype)  # dRec @ R (lbr)
+    s_zr = np.empty((B, 2 * H), dY.dtype)
+    s_h = np.empty((B, H), dY.dtype)
+    back_zr = np.empty((B, H), dY.dtype)
+    back_h = np.empty((B, H), dY.dtype)
+    direct = np.empty((B, H), dY.dtype)
+    z0 = dY.dtype.type(0.0)
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            dd = direct[b]
+            if t >= lengths[b]:
+                for j in range(H):
+                    dd[j] = z0
+                    s_h[b, j] = z0
+                continue
+            dhb = dh[b]
+            dy = dY[t, b]
+            for j in range(H):
+                dd[j] = dhb[j] + dy[j]
+            if fast:
+                gru_back_row_fast(fc, gc, dd, Gt[t, b], Hs[t, b], RH[t, b], dA[t, b], dRec[t, b])
+                continue
+            gt = Gt[t, b]
+            da = dA[t, b]
+            hp = Hs[t, b]
+            for j in range(H):
+                g = dd[j]
+                z = gt[j]
+                hh = gt[2 * H + j]
+                xz = A[t, b, j] if need_a else z0
+                xh = A[t, b, 2 * H + j] if need_a else z0
+                da[j] = g * (hp[j] - hh) * dact(fc, xz, z, alphas[0], betas[0], clip)
+                da[2 * H + j] = g * (ONE - z) * dact(gc, xh, hh, alphas[1], betas[1], clip)
+                dd[j] = g * z
+                if lbr:
+                    s_h[b, j] = da[2 * H + j] * gt[H + j]  # d(H Rh^T + Rbh)
+                else:
+                    s_h[b, j] = da[2 * H + j]  # d((r*H) Rh^T)
+        if not fast:
+            if not lbr:
+                matmul(s_h, RhT, Rh, back_h, t & 1)  # (B, H) @ (H, H)
+            for b in range(B):
+                if t >= lengths[b]:
+                    for j in range(2 * H):
+                        s_zr[b, j] = z0
+                    continue
+                gt = Gt[t, b]
+                da = dA[t, b]
+                for j in range(H):
+                    r = gt[H + j]
+                    xr = A[t, b, H + j] if need_a else z0
+                    if lbr:
+                        dr = da[2 * H + j] * RH[t, b, j]
+                    else:
+                        dr = back_h[b, j] * Hs[t, b, j]  # d(r*H)/dr
+                        direct[b, j] += back_h[b, j] * r
+                    da[H + j] = dr * dact(fc, xr, r, alphas[0], betas[0], clip)
+                    s_zr[b, j] = da[j]
+                    s_zr[b, H + j] = da[H + j]
+                drec = dRec[t, b]
+                for j in range(2 * H):
+                    drec[j] = s_zr[b, j]
+                for j in range(H):
+                    drec[2 * H + j] = s_h[b, j]
+        if lbr:
+            matmul(dRec[t], RT, R, back, t & 1)  # (B, 3H) @ (3H, H)
+            for b in range(B):
+                if t < lengths[b]:
+                    for j in range(H):
+                        dh[b, j] = direct[b, j] + back[b, j]
+        else:
+            matmul(s_zr, RzrT, Rzr, back_zr, t & 1)  # (B, 2H) @ (2H, H)
+            for b in range(B):
+                if t < lengths[b]:
+                    for j in range(H):
+                        dh[b, j] = direct[b, j] + back_zr[b, j]  # back_h * r is in direct
+        flush_tiny(dh)
+
+
+@jit
+def gru_forward_bm(G, bias_b, R, rbh_b, hT, lengths, train, Yt, Hs, RH):
+    """lbr=1. bias_b: (Wb + Rb for z, r; Wbh for h) repeated along the batch; rbh_b: Rbh
+    repeated along the batch. hT (H, B) enters as the initial state and leaves as the final one."""
+    T, G3, B = G.shape
+    H = G3 // 3
+    HB = H * B
+    tmin = lengths.min()
+    rec = np.empty((G3, B), G.dtype)
+    r = rec.reshape(G3 * B)
+    save_h = np.empty((H, B), G.dtype)
+    rh_s = np.empty((1, HB), G.dtype)
+    h = hT.reshape(HB)
+    r2 = r[2 * HB:]
+    b2 = bias_b[2 * HB:]
+    for t in range(T):
+        if train:
+            Hs[t] = hT
+        gemm_rows(R, hT, rec)  # (3H, B)
+        masked = t >= tmin
+        if masked:
+            save_h[:] = hT
+        g = G[t].reshape(G3 * B)
+        for m in range(2 * HB):
+            g[m] = fast_sigmoid(g[m] + r[m] + bias_b[m])
+        gz = g[:HB]
+        gr = g[HB: 2 * HB]
+        gh = g[2 * HB:]
+        rr = RH[t].reshape(HB) if train else rh_s[0]
+        for m in range(HB):
+            rr[m] = r2[m] + rbh_b[m]
+        for m in range(HB):
+            gh[m] = fast_tanh(gh[m] + b2[m] + gr[m] * rr[m])
+        y = Yt[t].reshape(HB)
+        for m in range(HB):
+            z = gz[m]
+            hv = (ONE - z) * gh[m] + z * h[m]
+            h[m] = hv
+            y[m] = hv
+        if masked:
+            restore_cols(t, lengths, hT, save_h)
+            zero_cols(t, lengths, Yt[t])
+    if train:
+        Hs[T] = hT
+
+
+@jit
+def gru_backward_bm(RT, lengths, dYt, dhT, G, Hs, RH, dA, dRec):
+    """BPTT of ``gru_forward_bm``. dhT (H, B) enters as dL/dH_T and leaves as dL/dH_0; fills
+    all of dA and dRec (T, 3H, B)."""
+    T, H, B = dYt.shape
+    HB = H * B
+    tmin = lengths.min()
+    g = np.empty(HB, dYt.dtype)
+    back = np.empty((H, B), dYt.dtype)
+    bk = back.reshape(HB)
+    save_h = np.empty((H, B), dYt.dtype)
+    dh = dhT.reshape(HB)
+    for t in range(T - 1, -1, -1):
+        masked = t >= tmin
+        if masked:
+            save_h[:] = dhT
+        dy = dYt[t].reshape(HB)
+        for m in range(HB):
+            g[m] = dh[m] + dy[m]
+        gt = G[t].reshape(3 * HB)
+        gz = gt[:HB]
+        gr = gt[HB: 2 * HB]
+        gh = gt[2 * HB:]
+        hp = Hs[t].reshape(HB)
+        rr = RH[t].reshape(HB)
+        da = dA[t].reshape(3 * HB)
+        daz = da[:HB]
+        dar = da[HB: 2 * HB]
+        dah = da[2 * HB:]
+        for m in range(HB):
+            z = gz[m]
+            hh = gh[m]
+            dah[m] = g[m] * (ONE - z) * (ONE - hh * hh)
+        for m in range(HB):
+            z = gz[m]
+            daz[m] = g[m] * (hp[m] - gh[m]) * z * (ONE - z)
+        for m in range(HB):
+            r = gr[m]
+            dar[m] = dah[m] * rr[m] * r * (ONE - r)
+        for m in range(HB):
+            dh[m] = g[m] * gz[m]  # the direct path
+        if masked:
+            zero_cols(t, lengths, dA[t])
+        drec = dRec[t].reshape(3 * HB)
+        for m in range(2 * HB):
+            drec[m] = da[m]
+        drh = drec[2 * HB:]
+        for m in range(HB):
+            drh[m] = dah[m] * gr[m]
+        gemm_rows(RT, dRec[t], back)  # (H, 3H) @ (3H, B)
+        for m in range(HB):
+            dh[m] += bk[m]
+        if masked:
+            restore_cols(t, lengths, dhT, save_h)
+        flush_tiny(dhT)
+
+
+# ----------------------------------------------------------------------------------------
+# streaming step (see edgernn/streaming.py)
+# ----------------------------------------------------------------------------------------
+@jit
+def stream_step(meta, li, Wf, buf, B, rev):
+    m = meta[li]
+    I, H = m[M_I], m[M_O]
+    ld = I + H
+    G = 3 * H
+    fp = m[M_F]
+    clip = Wf[fp + 6]
+    flags = m[M_FLAGS]
+    lbr = (flags & F_LBR) != 0
+    rseq = (flags & F_RSEQ) != 0
+    xh, g, out, outs, vo = m[M_IN], m[M_G], m[M_OUT], m[M_OUTS], meta[0, H_VALID]
+    rec, rh, gt, w = m[M_S], m[M_S2], m[M_T], m[M_W]
+    fc, gc = m[M_C0], m[M_C1]
+    fast = lbr and fc == FAST_SIGMOID and gc == FAST_TANH and clip == 0.0
+    bv = Wf[m[M_BIAS]: m[M_BIAS] + G]
+    run = B > 1 or buf[vo] != 0.0
+    if run:
+        # z, r rows: x W^T + h R^T in one pass; h rows: the x part (and h Rh^T when lbr)
+        mv_flat(Wf, w, ld, ld, 2 * H, buf, xh, ld, B, buf, g, G, rev)
+        mv_flat(Wf, w + 2 * H * ld, ld, I, H, buf, xh, ld, B, buf, g + 2 * H, G, rev)
+        if lbr:
+            mv_flat(Wf, w + 2 * H * ld + I, ld, H, H, buf, xh + I, ld, B, buf, rec, H, rev)
+    Rbh = Wf[m[M_P]: m[M_P] + H] if lbr else bv
+    for b in range(B):
+        if buf[vo + b] == 0.0:
+            continue
+        a = buf[g + b * G: g + b * G + G]
+        gb = buf[gt + b * G: gt + b * G + G]
+        h = buf[xh + b * ld + I: xh + b * ld + ld]
+        if fast:
+            rb = buf[rec + b * H: rec + b * H + H]
+            for j in range(2 * H):
+                gb[j] = fast_sigmoid(a[j] + bv[j])
+            for j in range(H):
+                hh = fast_tanh(a[2 * H + j] + bv[2 * H + j] + gb[H + j] * (rb[j] + Rbh[j]))
+                z = gb[j]
+                h[j] = (1.0 - z) * hh + z * h[j]
+            continue
+        for j in range(2 * H):
+            a[j] += bv[j]
+        if clip > 0.0:
+            clip_inplace(a[: 2 * H], clip)
+        act_span(fc, buf, g + b * G, buf, gt + b * G, 2 * H, Wf[fp], Wf[fp + 3])
+        if not lbr:
+            rhb = buf[rh + b * H: rh + b * H + H]
+            for j in range(H):
+                rhb[j] = gb[H + j] * h[j]
+    if run and not lbr:  # (r * h) Rh^T
+        mv_flat(Wf, w + 2 * H * ld + I, ld, H, H, buf, rh, H, B, buf, rec, H, rev)
+    for b in range(B):
+        h = buf[xh + b * ld + I: xh + b * ld + ld]
+        valid = buf[vo + b] != 0.0
+        if valid and not fast:
+            c = buf[g + b * G + 2 * H: g + b * G + G]
+            gb = buf[gt + b * G: gt + b * G + G]
+            rb = buf[rec + b * H: rec + b * H + H]
+            if lbr:
+                for j in range(H):
+                    c[j] += bv[2 * H + j] + gb[H + j] * (rb[j] + Rbh[j])
+            else:
+                for j in range(H):
+                    c[j] += bv[2 * H + j] + rb[j]
+            if clip > 0.0:
+                clip_inplace(c, clip)
+            act_span(gc, buf, g + b * G + 2 * H, buf, gt + b * G + 2 * H, H, Wf[fp + 1], Wf[fp + 4])
+            for j in range(H):
+                z = gb[j]
+                h[j] = (1.0 - z) * gb[2 * H + j] + z * h[j]
+        emit(valid, h, buf[out + b * outs: out + b * outs + H], rseq)
+
+
+def stream_pack(layer, pk, B, dtype):
+    """Pack ``layer`` for the streaming engine: (meta dict, states as (offset, stride, width))."""
+    m, w = pack_fused(CELL, layer, pk, B, dtype, STREAM_OP)
+    H = m["O"]
+    bias = w["Wb"] + w["Rb"]
+    if layer.linear_before_reset:
+        m["FLAGS"] |= F_LBR
+        bias[2 * H:] = w["Wb"][2 * H:]
+        m["P"] = pk.add_w(w["Rb"][2 * H:])  # Rbh sits inside r * (.)
+    m["BIAS"] = pk.add_w(bias)
+    m["S"] = pk.add_buf(B * H)  # recurrent product of the h gate
+    m["S2"] = pk.add_buf(B * H)  # r * h
+    m["T"] = pk.add_buf(B * 3 * H)  # gate activations
+    return m, [(m["H"], m["INS"], H)]
+
+
+STREAM_OP = 2
+CELL = register(Cell("gru", gates=3, state_names=("h",), default_activations=("Sigmoid", "Tanh"), onnx_op="GRU",
+                     stream_op=STREAM_OP, module=__name__, functional=("gru", "gru_backward"),
+                     layers=("GRU",)))

@@ -1,0 +1,454 @@
+"""LSTM cell (ONNX ``LSTM``, gates i, o, f, c; peepholes, ``input_forget``, clip).
+
+Everything specific to the cell: the batch-major forward and BPTT time loops (every option),
+the batch-minor kernels for batches of the default float32 cell, the streaming step and the
+packing of a layer for the streaming engine. The exporter writes a native ``LSTM`` node.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._activations import FAST_SIGMOID, FAST_TANH, ONE, ZERO, act_vec, dact1, fast_tanh  # noqa: F401
+from .._config import jit
+from ._ops import (  # noqa: F401
+    F_INPUT_FORGET,
+    F_LBR,
+    F_PEEP,
+    F_RSEQ,
+    H_VALID,
+    M_BIAS,
+    M_C,
+    M_C0,
+    M_C1,
+    M_C2,
+    M_F,
+    M_FLAGS,
+    M_G,
+    M_I,
+    M_IN,
+    M_O,
+    M_OUT,
+    M_OUTS,
+    M_P,
+    M_S,
+    M_S2,
+    M_T,
+    M_W,
+    act_span,
+    clamp_into,
+    clip_inplace,
+    dact,
+    dout,
+    emit,
+    fast_sigmoid,
+    flush_tiny,
+    gemm_rows,
+    matmul,
+    mv_flat,
+    out_deriv,
+    pack_fused,
+    restore_cols,
+    zero_cols,
+)
+from .base import Cell, register
+
+
+# ----------------------------------------------------------------------------------------
+# LSTM (ONNX, gates i,o,f,c):
+#   i = f(Xi + H Ri + Pi*C + b)   f = f(Xf + H Rf + Pf*C + b)  (or f = 1 - i with input_forget)
+#   c~ = g(Xc + H Rc + b)         C_t = f*C + i*c~
+#   o = f(Xo + H Ro + Po*C_t + b) H_t = o * h(C_t)
+# ----------------------------------------------------------------------------------------
+@jit(inline="always")
+def lstm_row_fast(g, r, bias, c, hc, h, y):
+    """One batch row of the default float32 LSTM step (fast sigmoid/tanh, no clip/peepholes);
+    ``g`` holds the projection on entry and the gate outputs on exit.
+
+    Loops index per-gate views from 0: an offset index (``g[2 * H + j]``) keeps numba's
+    negative-index wraparound in the loop, which LLVM then vectorises with gathers.
+    """
+    H = c.shape[0]
+    for j in range(3 * H):
+        g[j] = fast_sigmoid(g[j] + r[j] + bias[j])
+    rc = r[3 * H:]
+    bc = bias[3 * H:]
+    ti = g[:H]
+    to = g[H: 2 * H]
+    tf = g[2 * H: 3 * H]
+    tc = g[3 * H:]
+    for j in range(H):
+        tc[j] = fast_tanh(tc[j] + rc[j] + bc[j])
+    for j in range(H):
+        cn = tf[j] * c[j] + ti[j] * tc[j]
+        c[j] = cn
+        v = fast_tanh(cn)
+        hc[j] = v
+        hv = to[j] * v
+        h[j] = hv
+        y[j] = hv
+
+
+@jit
+def lstm_row(g, r, bias, P, a, tmp, gt, c, hc, h, y, fc, gc, hcode, alphas, betas, clip, input_forget, peep):
+    """One batch row of the general LSTM step; ``a`` receives the pre-activations (before clip)."""
+    H = c.shape[0]
+    for j in range(4 * H):
+        a[j] = g[j] + r[j] + bias[j]
+    if peep:
+        for j in range(H):
+            a[j] += P[j] * c[j]
+            a[2 * H + j] += P[2 * H + j] * c[j]
+    src = a
+    if clip > 0.0:
+        clamp_into(a, tmp, clip)
+        src = tmp
+    act_vec(fc, src[:H], gt[:H], alphas[0], betas[0])  # i
+    if input_forget:
+        for j in range(H):
+            gt[2 * H + j] = ONE - gt[j]
+    else:
+        act_vec(fc, src[2 * H: 3 * H], gt[2 * H: 3 * H], alphas[0], betas[0])  # f
+    act_vec(gc, src[3 * H:], gt[3 * H:], alphas[1], betas[1])  # c~
+    for j in range(H):
+        c[j] = gt[2 * H + j] * c[j] + gt[j] * gt[3 * H + j]
+    if peep:
+        for j in range(H):
+            a[H + j] += P[H + j] * c[j]
+        if clip > 0.0:
+            clamp_into(a[H: 2 * H], tmp[H: 2 * H], clip)
+    act_vec(fc, src[H: 2 * H], gt[H: 2 * H], alphas[0], betas[0])  # o
+    act_vec(hcode, c, hc, alphas[2], betas[2])  # h(C_t)
+    for j in range(H):
+        hv = gt[H + j] * hc[j]
+        h[j] = hv
+        y[j] = hv
+
+
+@jit
+def lstm_forward(G, bias, R, RT, P, h0, c0, lengths, codes, alphas, betas, clip, input_forget, peep, train,
+                 Y, h, c, A, Hs, Cs, Hc):
+    T, B, G4 = G.shape
+    h[:] = h0
+    c[:] = c0
+    fc, gc, hcode = codes[0], codes[1], codes[2]
+    fast = fc == FAST_SIGMOID and gc == FAST_TANH and hcode == FAST_TANH and clip == 0.0 and not peep \
+        and not input_forget
+    need_a = train and (clip > 0.0 or not (out_deriv(fc) and out_deriv(gc)))
+    rec = np.empty((B, G4), G.dtype)  # (B, 4H)
+    pre = np.empty(G4, G.dtype)
+    tmp = np.empty(G4, G.dtype)
+    for t in range(T):
+        k = t if train else 0
+        if train:
+            Hs[t] = h
+            Cs[t] = c
+        matmul(h, R, RT, rec, t & 1)
+        for b in range(B):
+            if t >= lengths[b]:
+                continue
+            if fast:  # gate outputs replace the projection in place
+                lstm_row_fast(G[t, b], rec[b], bias, c[b], Hc[k, b], h[b], Y[t, b])
+            else:
+                lstm_row(G[t, b], rec[b], bias, P, A[k, b] if need_a else pre, tmp, G[t, b], c[b], Hc[k, b],
+                         h[b], Y[t, b], fc, gc, hcode, alphas, betas, clip, input_forget, peep)
+    if train:
+        Hs[T] = h
+        Cs[T] = c
+
+
+@jit
+def lstm_back_row_fast(fc, gc, hcode, g, gt, hc, cp, dc, da):
+    """Sigmoid/tanh-type gates, no clip, no peepholes, no input_forget. ``g`` (H) is dL/dH_t;
+    ``dc`` enters as dL/dC_t (from later steps) and leaves as dL/dC_{t-1}."""
+    H = g.shape[0]
+    for j in range(H):  # writes da only: o gate, and dL/dC_t parked in the i slot
+        o = gt[H + j]
+        hcv = hc[j]
+        da[H + j] = g[j] * hcv * dout(fc, o)
+        da[j] = dc[j] + g[j] * o * dout(hcode, hcv)
+    for j in range(H):
+        dcn = da[j]
+        i = gt[j]
+        f = gt[2 * H + j]
+        cc = gt[3 * H + j]
+        da[j] = dcn * cc * dout(fc, i)
+        da[2 * H + j] = dcn * cp[j] * dout(fc, f)
+        da[3 * H + j] = dcn * i * dout(gc, cc)
+        dc[j] = dcn * f
+
+
+@jit
+def lstm_backward(RT, R, P, lengths, codes, alphas, betas, clip, input_forget, peep,
+                  dY, dh, dc, A, Gt, Hs, Cs, Hc, dA, dP):
+    """dh, dc (B, H) enter as dL/dH_T, dL/dC_T and leave as dL/dH_0, dL/dC_0.
+    Fills dA (T, B, 4H) (zeros on entry) and accumulates dP (3H,). RT (H, 4H) is R transposed."""
+    T, B, H = dY.shape
+    fc, gc, hcode = codes[0], codes[1], codes[2]
+    need_a = clip > 0.0 or not (out_deriv(fc) and out_deriv(gc))
+    fast = not need_a and out_deriv(hcode) and not peep and not input_forget
+    rec = np.empty((B, H), dY.dtype)
+    gsum = np.empty(H, dY.dtype)
+    z0 = dY.dtype.type(0.0)
+    for t in range(T - 1, -1, -1):
+        for b in range(B):
+            if t >= lengths[b]:
+                continue
+            dhb = dh[b]
+            dy = dY[t, b]
+            if fast:
+                for j in range(H):
+                    gsum[j] = dhb[j] + dy[j]
+                lstm_back_row_fast(fc, gc, hcode, gsum, Gt[t, b], Hc[t, b], Cs[t, b], dc[b], dA[t, b])
+                continue
+            for j in range(H):
+                g = dhb[j] + dy[j]
+                i = Gt[t, b, j]
+                o = Gt[t, b, H + j]
+                f = Gt[t, b, 2 * H + j]
+                cc = Gt[t, b, 3 * H + j]
+                cp = Cs[t, b, j]
+                cn = Cs[t + 1, b, j]
+                hcv = Hc[t, b, j]
+                xi = A[t, b, j] if need_a else z0
+                xo = A[t, b, H + j] if need_a else z0
+                xf = A[t, b, 2 * H + j] if need_a else z0
+                xc = A[t, b, 3 * H + j] if need_a else z0
+                dao = g * hcv * dact(fc, xo, o, alphas[0], betas[0], clip)
+                dcn = dc[b, j] + g * o * dact1(hcode, cn, hcv, alphas[2], betas[2])
+                if peep:
+                    dcn += dao * P[H + j]
+                    dP[H + j] += dao * cn
+                dac = dcn * i * dact(gc, xc, cc, alphas[1], betas[1], clip)
+                di = dcn * cc
+                if input_forget:
+                    di -= dcn * cp
+                    daf = z0
+                else:
+                    daf = dcn * cp * dact(fc, xf, f, alphas[0], betas[0], clip)
+                dai = di * dact(fc, xi, i, alphas[0], betas[0], clip)
+                dcp = dcn * f
+                if peep:
+                    dcp += dai * P[j] + daf * P[2 * H + j]
+                    dP[j] += dai * cp
+                    dP[2 * H + j] += daf * cp
+                dc[b, j] = dcp
+                dA[t, b, j] = dai
+                dA[t, b, H + j] = dao
+                dA[t, b, 2 * H + j] = daf
+                dA[t, b, 3 * H + j] = dac
+        matmul(dA[t], RT, R, rec, t & 1)  # (B, 4H) @ (4H, H)
+        for b in range(B):
+            if t < lengths[b]:
+                for j in range(H):
+                    dh[b, j] = rec[b, j]
+        flush_tiny(dh)
+        flush_tiny(dc)
+
+
+@jit
+def lstm_forward_bm(G, bias_b, R, hT, cT, lengths, train, Yt, Hs, Cs, Hc):
+    """hT, cT (H, B) enter as the initial state and leave as the final one."""
+    T, G4, B = G.shape
+    H = G4 // 4
+    HB = H * B
+    tmin = lengths.min()
+    rec = np.empty((G4, B), G.dtype)
+    r = rec.reshape(G4 * B)
+    save_h = np.empty((H, B), G.dtype)
+    save_c = np.empty((H, B), G.dtype)
+    hc_s = np.empty((1, HB), G.dtype)
+    h = hT.reshape(HB)
+    c = cT.reshape(HB)
+    b3 = bias_b[3 * HB:]
+    r3 = r[3 * HB:]
+    for t in range(T):
+        if train:
+            Hs[t] = hT
+            Cs[t] = cT
+        gemm_rows(R, hT, rec)  # (4H, B)
+        masked = t >= tmin
+        if masked:
+            save_h[:] = hT
+            save_c[:] = cT
+        g = G[t].reshape(G4 * B)
+        for m in range(3 * HB):
+            g[m] = fast_sigmoid(g[m] + r[m] + bias_b[m])
+        gi = g[:HB]
+        go = g[HB: 2 * HB]
+        gf = g[2 * HB: 3 * HB]
+        gc = g[3 * HB:]
+        for m in range(HB):
+            gc[m] = fast_tanh(gc[m] + r3[m] + b3[m])
+        for m in range(HB):
+            c[m] = gf[m] * c[m] + gi[m] * gc[m]
+        # the same loop with and without train, so both give bit-identical outputs
+        hcv = Hc[t].reshape(HB) if train else hc_s[0]
+        y = Yt[t].reshape(HB)
+        for m in range(HB):
+            v = fast_tanh(c[m])
+            hcv[m] = v
+            hv = go[m] * v
+            h[m] = hv
+            y[m] = hv
+        if masked:
+            restore_cols(t, lengths, hT, save_h)
+            restore_cols(t, lengths, cT, save_c)
+            zero_cols(t, lengths, Yt[t])
+    if train:
+        Hs[T] = hT
+        Cs[T] = cT
+
+
+@jit
+def lstm_backward_bm(RT, lengths, dYt, dhT, dcT, G, Cs, Hc, dA):
+    """BPTT of ``lstm_forward_bm`` (G holds the gate outputs). dhT, dcT (H, B) enter as
+    dL/dH_T, dL/dC_T and leave as dL/dH_0, dL/dC_0; fills all of dA (T, 4H, B)."""
+    T, H, B = dYt.shape
+    HB = H * B
+    tmin = lengths.min()
+    g = np.empty(HB, dYt.dtype)
+    save_h = np.empty((H, B), dYt.dtype)
+    save_c = np.empty((H, B), dYt.dtype)
+    dh = dhT.reshape(HB)
+    dc = dcT.reshape(HB)
+    for t in range(T - 1, -1, -1):
+        masked = t >= tmin
+        if masked:
+            save_h[:] = dhT
+            save_c[:] = dcT
+        dy = dYt[t].reshape(HB)
+        for m in range(HB):
+            g[m] = dh[m] + dy[m]
+        gt = G[t].reshape(4 * HB)
+        gi = gt[:HB]
+        go = gt[HB: 2 * HB]
+        gf = gt[2 * HB: 3 * HB]
+        gc = gt[3 * HB:]
+        hc = Hc[t].reshape(HB)
+        cp = Cs[t].reshape(HB)
+        da = dA[t].reshape(4 * HB)
+        dai = da[:HB]  # dL/dC_t parked here first
+        dao = da[HB: 2 * HB]
+        daf = da[2 * HB: 3 * HB]
+        dac = da[3 * HB:]
+        for m in range(HB):
+            o = go[m]
+            v = hc[m]
+            dao[m] = g[m] * v * o * (ONE - o)
+            dai[m] = dc[m] + g[m] * o * (ONE - v * v)
+        for m in range(HB):
+            dcn = dai[m]
+            i = gi[m]
+            f = gf[m]
+            cc = gc[m]
+            dai[m] = dcn * cc * i * (ONE - i)
+            daf[m] = dcn * cp[m] * f * (ONE - f)
+            dac[m] = dcn * i * (ONE - cc * cc)
+            dc[m] = dcn * f
+        if masked:
+            zero_cols(t, lengths, dA[t])
+        gemm_rows(RT, dA[t], dhT)  # (H, 4H) @ (4H, B)
+        if masked:
+            restore_cols(t, lengths, dhT, save_h)
+            restore_cols(t, lengths, dcT, save_c)
+        flush_tiny(dhT)
+        flush_tiny(dcT)
+
+
+# ----------------------------------------------------------------------------------------
+# streaming step (see edgernn/streaming.py)
+# ----------------------------------------------------------------------------------------
+@jit
+def stream_step(meta, li, Wf, buf, B, rev):
+    m = meta[li]
+    I, H = m[M_I], m[M_O]
+    ld = I + H
+    G = 4 * H
+    fp = m[M_F]
+    clip = Wf[fp + 6]
+    flags = m[M_FLAGS]
+    peep = (flags & F_PEEP) != 0
+    coupled = (flags & F_INPUT_FORGET) != 0
+    rseq = (flags & F_RSEQ) != 0
+    xh, g, out, outs, P, vo = m[M_IN], m[M_G], m[M_OUT], m[M_OUTS], m[M_P], meta[0, H_VALID]
+    fc, gc, hc = m[M_C0], m[M_C1], m[M_C2]
+    fast = (fc == FAST_SIGMOID and gc == FAST_TANH and hc == FAST_TANH and not peep
+            and not coupled and clip == 0.0)
+    bv = Wf[m[M_BIAS]: m[M_BIAS] + G]
+    gt = m[M_T]
+    gv = buf[gt: gt + G]
+    if B > 1 or buf[vo] != 0.0:
+        mv_flat(Wf, m[M_W], ld, ld, G, buf, xh, ld, B, buf, g, G, rev)
+    for b in range(B):
+        h = buf[xh + b * ld + I: xh + b * ld + ld]
+        valid = buf[vo + b] != 0.0
+        if valid:
+            ab = g + b * G
+            cb = m[M_C] + b * H
+            a = buf[ab: ab + G]
+            c = buf[cb: cb + H]
+            if fast:
+                for j in range(H):
+                    ig = fast_sigmoid(a[j] + bv[j])
+                    og = fast_sigmoid(a[H + j] + bv[H + j])
+                    fg = fast_sigmoid(a[2 * H + j] + bv[2 * H + j])
+                    cg = fast_tanh(a[3 * H + j] + bv[3 * H + j])
+                    cn = fg * c[j] + ig * cg
+                    c[j] = cn
+                    h[j] = og * fast_tanh(cn)
+            else:
+                for j in range(G):
+                    a[j] += bv[j]
+                if peep:
+                    for j in range(H):
+                        a[j] += Wf[P + j] * c[j]
+                        a[2 * H + j] += Wf[P + 2 * H + j] * c[j]
+                    if clip > 0.0:
+                        clip_inplace(a[:H], clip)
+                        clip_inplace(a[2 * H:], clip)
+                elif clip > 0.0:
+                    clip_inplace(a, clip)
+                act_span(fc, buf, ab, buf, gt, H, Wf[fp], Wf[fp + 3])  # i
+                if coupled:
+                    for j in range(H):
+                        gv[2 * H + j] = 1.0 - gv[j]
+                else:
+                    act_span(fc, buf, ab + 2 * H, buf, gt + 2 * H, H, Wf[fp], Wf[fp + 3])  # f
+                act_span(gc, buf, ab + 3 * H, buf, gt + 3 * H, H, Wf[fp + 1], Wf[fp + 4])  # c~
+                for j in range(H):
+                    c[j] = gv[2 * H + j] * c[j] + gv[j] * gv[3 * H + j]
+                if peep:  # the output gate's peephole sees the new cell state
+                    for j in range(H):
+                        a[H + j] += Wf[P + H + j] * c[j]
+                    if clip > 0.0:
+                        clip_inplace(a[H: 2 * H], clip)
+                act_span(fc, buf, ab + H, buf, gt + H, H, Wf[fp], Wf[fp + 3])  # o
+                act_span(hc, buf, cb, buf, ab, H, Wf[fp + 2], Wf[fp + 5])  # h(C_t), into the spent i slot
+                for j in range(H):
+                    h[j] = gv[H + j] * a[j]
+        emit(valid, h, buf[out + b * outs: out + b * outs + H], rseq)
+
+
+def stream_pack(layer, pk, B, dtype):
+    """Pack ``layer`` for the streaming engine: (meta dict, states as (offset, stride, width))."""
+    m, w = pack_fused(CELL, layer, pk, B, dtype, STREAM_OP)
+    H = m["O"]
+    if w["P"] is not None:
+        P = np.asarray(w["P"][0])
+        if P.shape != (3 * H,):
+            raise ValueError(f"stream: layer {layer.name!r} has peepholes of shape {P.shape}, expected ({3 * H},)")
+        m["FLAGS"] |= F_PEEP
+        m["P"] = pk.add_w(P)
+    if layer.input_forget:
+        m["FLAGS"] |= F_INPUT_FORGET
+    m["BIAS"] = pk.add_w(w["Wb"] + w["Rb"])
+    m["C"] = pk.add_buf(B * H)
+    m["T"] = pk.add_buf(4 * H)  # gate activations (one batch row at a time)
+    return m, [(m["H"], m["INS"], H), (m["C"], H, H)]
+
+
+STREAM_OP = 3
+CELL = register(Cell("lstm", gates=4, state_names=("h", "c"), default_activations=("Sigmoid", "Tanh", "Tanh"),
+                     onnx_op="LSTM", stream_op=STREAM_OP, module=__name__, functional=("lstm", "lstm_backward"),
+                     layers=("LSTM",)))
