@@ -3,7 +3,7 @@
 Each example runs as a user would run it: a fresh Python process (``sys.executable``), in an
 empty temporary directory, with ``EDGERNN_QUICK=1`` and the non-interactive matplotlib
 backend. Skipped when matplotlib (an extra) is not installed; activity_watch also needs
-onnx and onnxruntime.
+onnx and onnxruntime, fleet_sensors dask.distributed.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ CASES = {
     "char_lm.py": (["char_lm_bpc.png"], []),
     "classify_vowels.py": (["classify_vowels_confusion.png"], []),
     "activity_watch.py": (["activity_watch.png"], ["onnx", "onnxruntime"]),
+    "fleet_sensors.py": (["fleet_sensors.png"], ["distributed"]),
 }
 
 
