@@ -33,7 +33,7 @@ else we tried and what we measured):
 
 Writes ``indrnn_adding_loss.png``: validation MSE against training steps, one panel per T.
 
-Run:  python examples/indrnn_adding.py            (about 2 minutes on 2 cores)
+Run:  python examples/indrnn_adding.py            (about 3 minutes on 2 cores)
       python examples/indrnn_adding.py --quick    (seconds; also EDGERNN_QUICK=1)
 """
 
@@ -71,7 +71,7 @@ def parse_args():
     p.add_argument("--out", default=".", help="directory for the PNG file (default: current directory)")
     p.add_argument("--T", type=int, nargs="+", default=None, help="sequence lengths (default 500)")
     p.add_argument("--units", type=int, default=None, help="units per layer, both models (default 32)")
-    p.add_argument("--max-steps", type=int, default=None, help="training steps per model (default 2000)")
+    p.add_argument("--max-steps", type=int, default=None, help="training steps per model (default 3000)")
     p.add_argument("--lr", type=float, default=0.01,
                    help="initial Adam learning rate, both models; decays to lr/10 over max-steps (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
@@ -80,7 +80,7 @@ def parse_args():
     if args.quick:
         defaults = dict(T=[30], units=8, max_steps=40)
     else:
-        defaults = dict(T=[500], units=32, max_steps=2000)
+        defaults = dict(T=[500], units=32, max_steps=3000)
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
