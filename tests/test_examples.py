@@ -24,6 +24,7 @@ CASES = {
     "forecast_temperatures.py": (["forecast_temperatures.png"], []),
     "sin_to_cos.py": (["sin_to_cos.png"], []),
     "long_term_dependency.py": (["long_term_dependency_loss.png", "long_term_dependency_gradients.png"], []),
+    "indrnn_adding.py": (["indrnn_adding_loss.png"], []),
     "char_lm.py": (["char_lm_bpc.png"], []),
     "classify_vowels.py": (["classify_vowels_confusion.png"], []),
     "activity_watch.py": (["activity_watch.png"], ["onnx", "onnxruntime"]),
