@@ -418,10 +418,12 @@ def _layer_class():
             the constant ``highway_scale`` on ``x`` when the input size equals ``units``, else
             folded into the initial ``W_h``.
         kernel_initializer : str
-            Default ``"sru"``: the sru package's recipe (uniform, variance 1/I; forget and reset
-            blocks times sqrt(1/2)); or any initializer name.
+            Default ``"lecun_uniform"`` (uniform with variance 1/I, the sru package's); whatever
+            the initializer, the forget and reset blocks are then scaled by sqrt(1/2) and, with
+            ``rescale``, ``W_h`` by the highway scale (the sru package's recipe).
         recurrent_initializer : str
-            For ``v``; default ``"sru"``: uniform with variance 1/2; or any initializer name.
+            For ``v``; default ``"uniform"``, which here means the sru package's uniform with
+            variance 1/2 (``+-sqrt(3/2)``); or any other initializer name.
         bias_initializer : str
             Default ``"zeros"`` (then ``b_r = highway_bias``).
         Other parameters as ``SimpleRNN`` (``clip`` excepted).
@@ -432,18 +434,13 @@ def _layer_class():
         num_states = 2
 
         def __init__(self, units, activation="linear", highway_bias=0.0, rescale=True,
-                     kernel_initializer="sru", recurrent_initializer="sru", **kwargs):
+                     kernel_initializer="lecun_uniform", recurrent_initializer="uniform", **kwargs):
             if kwargs.get("clip") is not None:
                 raise ValueError("SRU: clip is not supported")
             if "recurrent_activation" in kwargs:
                 raise TypeError("SRU has no recurrent_activation (its gates are sigmoids)")
-            for name, val in (("kernel_initializer", kernel_initializer),
-                              ("recurrent_initializer", recurrent_initializer)):
-                if val != "sru":
-                    initializers.get(val)
-            super().__init__(units, activation=activation, **kwargs)
-            self.kernel_initializer = kernel_initializer
-            self.recurrent_initializer = recurrent_initializer
+            super().__init__(units, activation=activation, kernel_initializer=kernel_initializer,
+                             recurrent_initializer=recurrent_initializer, **kwargs)
             hb = float(highway_bias)
             if not math.isfinite(hb):
                 raise ValueError(f"SRU: highway_bias must be finite, got {highway_bias!r}")
@@ -467,17 +464,13 @@ def _layer_class():
             K = 3 if I == H else 4
             self.gates = K
             dt = self.dtype
-            if self.kernel_initializer == "sru":
-                lim = math.sqrt(3.0 / I)
-                W = rng.uniform(-lim, lim, size=(D, K * H, I))
-                W[:, H: 3 * H] *= math.sqrt(0.5)
-                if K == 4:
-                    W[:, 3 * H:] *= self.highway_scale
-            else:
-                kinit = initializers.get(self.kernel_initializer)
-                W = np.stack([kinit((I, K * H), rng, dt).T for _ in range(D)])
-            self.params["W"] = np.ascontiguousarray(W, dtype=dt)  # (D, KH, I)
-            if self.recurrent_initializer == "sru":
+            kinit = initializers.get(self.kernel_initializer)
+            W = np.stack([kinit((I, K * H), rng, dt).T for _ in range(D)]).astype(np.float64)  # (D, KH, I)
+            W[:, H: 3 * H] *= math.sqrt(0.5)  # the gates' input weights (sru 2.x)
+            if K == 4:
+                W[:, 3 * H:] *= self.highway_scale
+            self.params["W"] = np.ascontiguousarray(W, dtype=dt)
+            if self.recurrent_initializer == "uniform":
                 lim = math.sqrt(1.5)
                 self.params["v"] = rng.uniform(-lim, lim, size=(D, 2 * H)).astype(dt)
             else:
