@@ -360,7 +360,6 @@ def onnx_step(g, layer, d, x, states, base):
     p = layer.params
     H = int(layer.units)
     W = np.asarray(p["W"][d], np.float64)
-    I = W.shape[1]
     K = W.shape[0] // H
     v = np.asarray(p["v"][d], np.float64)
     b = np.asarray(p["b"][d], np.float64) if "b" in p else np.zeros(2 * H)
