@@ -27,6 +27,7 @@ CASES = {
     "char_lm.py": (["char_lm_bpc.png"], []),
     "classify_vowels.py": (["classify_vowels_confusion.png"], []),
     "activity_watch.py": (["activity_watch.png"], ["onnx", "onnxruntime"]),
+    "sru_vs_lstm.py": (["sru_vs_lstm.png"], []),
 }
 
 
