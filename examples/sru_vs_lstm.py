@@ -2,7 +2,8 @@
 
 SRU (Lei et al. 2018) moves every matrix product out of the recurrence: the products of all
 steps are one matrix multiplication before the time loop, and the loop itself is
-element-wise. It should therefore train faster than an LSTM of the same width; the paper
+element-wise. It should therefore train faster than an LSTM of the same width (measured: see
+examples/README.md; at this small width it does not, per stacked layer); the paper
 stacks SRU layers to make up for the simpler recurrence. This script trains, on the same data
 (the sine-to-cosine task of ``sin_to_cos.py``: read a sine of random phase and frequency,
 output its cosine at every step) with the same optimizer and batch size:
@@ -43,7 +44,7 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="tiny run (seconds); also EDGERNN_QUICK=1")
     p.add_argument("--out", default=".", help="directory for the PNG (default: current directory)")
     p.add_argument("--max-epochs", type=int, default=None, help="epoch cap per model (default 40, quick 2)")
-    p.add_argument("--target", type=float, default=0.005, help="validation MSE to reach (default 0.005)")
+    p.add_argument("--target", type=float, default=0.02, help="validation MSE to reach (default 0.02)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     args.quick = args.quick or os.environ.get("EDGERNN_QUICK", "") not in ("", "0")
