@@ -61,6 +61,7 @@ from .cells import indrnn as _indrnn
 from .cells import jordan as _jordan
 from .cells import lstm as _lstm
 from .cells import rnn as _rnn
+from .cells import sru as _sru
 from .cells._ops import (
     COLUMNS,
     ERR_ID,
@@ -210,6 +211,8 @@ def _model_step(x, Wf, buf, meta):
             _jordan.stream_step(meta, li, Wf, buf, B, rev)
         elif t == _indrnn.STREAM_OP:
             _indrnn.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _sru.STREAM_OP:
+            _sru.stream_step(meta, li, Wf, buf, B, rev)
         elif t == OP_DENSE:
             _dense_op(meta, li, Wf, buf, B, rev)
         elif t == OP_ACT:

@@ -655,8 +655,25 @@ def jordan_step(x, s, p, d, acts):
     return y, {"y": y}
 
 
+def sru_step(x, s, p, d, acts, highway_scale=1.0):
+    """SRU: f, r = sigmoid(W_{f,r} x + v_{f,r} * c_prev + b_{f,r}); c = f c_prev + (1-f) W x;
+    h = r g(c) + (1-r) x', x' = W_h x (W with 4H rows) or highway_scale * x (3H rows)."""
+    H = p["v"].shape[1] // 2
+    W = p["W"][d]
+    b = np.zeros(2 * H) if p.get("b") is None else p["b"][d]
+    vf, vr = p["v"][d][:H], p["v"][d][H:]
+    c_prev = s["c"]
+    x_tilde = W[:H] @ x
+    f = 1.0 / (1.0 + np.exp(-(W[H:2 * H] @ x + vf * c_prev + b[:H])))
+    r = 1.0 / (1.0 + np.exp(-(W[2 * H:3 * H] @ x + vr * c_prev + b[H:])))
+    c = f * c_prev + (1.0 - f) * x_tilde
+    x_prime = W[3 * H:] @ x if W.shape[0] == 4 * H else highway_scale * x
+    h = r * activation(acts[0], c) + (1.0 - r) * x_prime
+    return h, {"h": h, "c": c}
+
+
 # one naive step per cell driven by ``cell_run`` (the conformance suite's oracle)
-NAIVE_STEPS = {"indrnn": indrnn_step, "jordan": jordan_step}
+NAIVE_STEPS = {"indrnn": indrnn_step, "jordan": jordan_step, "sru": sru_step}
 
 
 def cell_run(cell, X, params, init, widths, O, lengths=None, direction="forward", acts=("Tanh", "Tanh")):

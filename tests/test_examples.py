@@ -29,6 +29,7 @@ CASES = {
     "classify_vowels.py": (["classify_vowels_confusion.png"], []),
     "activity_watch.py": (["activity_watch.png"], ["onnx", "onnxruntime"]),
     "fleet_sensors.py": (["fleet_sensors.png"], ["distributed"]),
+    "sru_vs_lstm.py": (["sru_vs_lstm.png"], []),
 }
 
 
