@@ -26,7 +26,7 @@ Where the sources differ, and what we chose
   sigmoid, ``update_nonlinearity`` tanh by default); we keep that as Keras'
   ``recurrent_activation`` (gate) and ``activation`` (update).
 * **Initialisation**: EdgeML draws W and U from ``0.1 * N(0, 1)`` and sets both biases to ones;
-  the layer's defaults do the same (``"edgeml"`` initializers, ``bias_initializer="ones"``).
+  the layer's defaults do the same (``"edgeml_normal"`` initializers, ``bias_initializer="ones"``).
 * **Low rank, sparsity, model size**: as FastRNN (see ``edgernn/cells/fastrnn.py``): ``W = W1
   W2`` multiplied out on the Python side with the gradient chained (one code path for the time
   loop, streaming and export; the exported ONNX file stores the full product), IHT through
@@ -344,7 +344,7 @@ def _layer_class():
         sparsity_freeze : int, optional
             From this update on the support is fixed (the paper's last phase).
         kernel_initializer, recurrent_initializer : str
-            Default ``"edgeml"``: ``0.1 * N(0, 1)``, as the reference code.
+            Default ``"edgeml_normal"``: ``0.1 * N(0, 1)``, as the reference code.
         bias_initializer : str
             Default ``"ones"`` (both biases, as the reference code).
         Other parameters as ``SimpleRNN`` (``clip`` excepted).

@@ -22,7 +22,7 @@ Where the sources differ, and what we chose
   ``0 < beta``, ``alpha << 1``), and EdgeML's trained ``alpha``/``beta`` load unchanged.
   Initial logits as EdgeML: ``alpha = -3`` (``sigmoid = 0.047``), ``beta = 3`` (0.953).
 * **Initialisation.** EdgeML draws ``W`` and ``U`` from ``0.1 * N(0, 1)`` and sets ``b`` to ones;
-  the layer's defaults (``kernel_initializer=recurrent_initializer="edgeml"``,
+  the layer's defaults (``kernel_initializer=recurrent_initializer="edgeml_normal"``,
   ``bias_initializer="ones"``) do the same; any Keras initializer name can be given instead.
 * **Low rank** (``wrank``, ``urank``): EdgeML computes ``x W1 W2`` in two products (row
   vectors). We keep the column-vector convention of the other cells: ``W = W1 W2`` with ``W1``
@@ -335,17 +335,6 @@ def onnx_step(g, layer, d, x, states, base):
 
 
 # ---- the layers' shared options: low rank, sparsity, model size -----------------------------
-def edgeml_normal(shape, rng, dtype):
-    """EdgeML's initialisation of W and U: ``0.1 * N(0, 1)``."""
-    return (0.1 * rng.standard_normal(shape)).astype(dtype)
-
-
-def _init(name):
-    from .. import initializers
-
-    return edgeml_normal if name == "edgeml" else initializers.get(name)
-
-
 def _hard_threshold(A, keep):
     """Zero all but the ``ceil(keep * A.size)`` largest magnitudes of ``A`` (in place)."""
     k = int(math.ceil(keep * A.size))
@@ -370,17 +359,13 @@ def _fast_layer_mixin():
         _scalars = (("alpha", ALPHA_INIT), ("beta", BETA_INIT))
 
         def __init__(self, units, wrank=None, urank=None, sparsity=None, sparsity_warmup=0, sparsity_freeze=None,
-                     kernel_initializer="edgeml", recurrent_initializer="edgeml", bias_initializer="ones",
-                     **kwargs):
+                     kernel_initializer="edgeml_normal", recurrent_initializer="edgeml_normal",
+                     bias_initializer="ones", **kwargs):
             cls = type(self).__name__
             if kwargs.get("clip") is not None:
                 raise ValueError(f"{cls}: clip is not supported")
-            kinit, rinit = kernel_initializer, recurrent_initializer
-            _init(kinit)
-            _init(rinit)
-            super().__init__(units, kernel_initializer="glorot_uniform", recurrent_initializer="orthogonal",
-                             bias_initializer=bias_initializer, **kwargs)
-            self.kernel_initializer, self.recurrent_initializer = kinit, rinit
+            super().__init__(units, kernel_initializer=kernel_initializer,
+                             recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer, **kwargs)
             for name, v in (("wrank", wrank), ("urank", urank)):
                 if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
                     raise ValueError(f"{cls}: {name} must be a positive integer or None, got {v!r}")
@@ -419,7 +404,7 @@ def _fast_layer_mixin():
             from .. import initializers
 
             I, H, D = input_shape[-1], self.units, self.num_directions
-            kinit, rinit = _init(self.kernel_initializer), _init(self.recurrent_initializer)
+            kinit, rinit = initializers.get(self.kernel_initializer), initializers.get(self.recurrent_initializer)
             p = self.params
             # Keras-style (fan_in, fan_out) kernels, transposed to our (out, in) layout
             if self.wrank:
@@ -551,7 +536,7 @@ def _layer_class():
         sparsity_freeze : int, optional
             From this update on the support is fixed (the paper's last phase).
         kernel_initializer, recurrent_initializer : str
-            Default ``"edgeml"``: ``0.1 * N(0, 1)``, as the reference code.
+            Default ``"edgeml_normal"``: ``0.1 * N(0, 1)``, as the reference code.
         bias_initializer : str
             Default ``"ones"`` (the reference code).
         Other parameters as ``SimpleRNN`` (``clip`` excepted).
