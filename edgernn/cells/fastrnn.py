@@ -21,9 +21,18 @@ Where the sources differ, and what we chose
   never leave (0, 1) after an optimizer step (the stability argument of the paper needs
   ``0 < beta``, ``alpha << 1``), and EdgeML's trained ``alpha``/``beta`` load unchanged.
   Initial logits as EdgeML: ``alpha = -3`` (``sigmoid = 0.047``), ``beta = 3`` (0.953).
-* **Initialisation.** EdgeML draws ``W`` and ``U`` from ``0.1 * N(0, 1)`` and sets ``b`` to ones;
-  the layer's defaults (``kernel_initializer=recurrent_initializer="edgeml_normal"``,
-  ``bias_initializer="ones"``) do the same; any Keras initializer name can be given instead.
+* **Initialisation** (where we depart from the reference code, measured). EdgeML draws ``W``
+  and ``U`` from ``0.1 * N(0, 1)``, sets ``b`` to ones and the logits to ``alpha = -3``,
+  ``beta = 3`` (mix weights 0.047 / 0.953), tuned for long sequences (T in the hundreds) and
+  learning rates around 1e-2. With Keras' default Adam (lr 1e-3) that recipe barely moves in
+  a short run: the conformance suite's stacked regression (T = 6, 120 updates) lowered the loss
+  by 1% with it (needs 30%); with Keras' kernel initializers (``glorot_uniform``,
+  ``orthogonal``, zero bias) and logits ``-3 / 3``, by 7%; with logits ``-1 / 1`` (0.27 / 0.73,
+  still ``beta ~ 1 - alpha`` as the paper recommends), by 66%. So the layer's defaults are
+  Keras' initializers and ``alpha_init=-1, beta_init=1``; EdgeML's exact recipe is
+  ``FastRNN(..., kernel_initializer="edgeml_normal", recurrent_initializer="edgeml_normal",
+  bias_initializer="ones", alpha_init=-3, beta_init=3)``. The functional API's default logits
+  (when ``alpha``/``beta`` are not given) are EdgeML's.
 * **Low rank** (``wrank``, ``urank``): EdgeML computes ``x W1 W2`` in two products (row
   vectors). We keep the column-vector convention of the other cells: ``W = W1 W2`` with ``W1``
   (D, H, rw), ``W2`` (D, rw, I) (and ``U = U1 U2``); the layer multiplies them out on the Python
@@ -356,16 +365,18 @@ def _fast_layer_mixin():
         """What FastRNN and FastGRNN share: low-rank W/U, sparsity, the model size."""
 
         _biases = ("b",)
-        _scalars = (("alpha", ALPHA_INIT), ("beta", BETA_INIT))
+        _scalars = ("alpha", "beta")
 
         def __init__(self, units, wrank=None, urank=None, sparsity=None, sparsity_warmup=0, sparsity_freeze=None,
-                     kernel_initializer="edgeml_normal", recurrent_initializer="edgeml_normal",
-                     bias_initializer="ones", **kwargs):
+                     scalar_inits=None, **kwargs):
             cls = type(self).__name__
             if kwargs.get("clip") is not None:
                 raise ValueError(f"{cls}: clip is not supported")
-            super().__init__(units, kernel_initializer=kernel_initializer,
-                             recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer, **kwargs)
+            super().__init__(units, **kwargs)
+            for k, v in scalar_inits.items():
+                if isinstance(v, bool) or not np.isfinite(float(v)):
+                    raise ValueError(f"{cls}: {k} must be a finite number, got {v!r}")
+            self.scalar_inits = {k: float(v) for k, v in scalar_inits.items()}
             for name, v in (("wrank", wrank), ("urank", urank)):
                 if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
                     raise ValueError(f"{cls}: {name} must be a positive integer or None, got {v!r}")
@@ -421,8 +432,8 @@ def _fast_layer_mixin():
                 binit = initializers.get(self.bias_initializer)
                 for name in self._biases:
                     p[name] = np.stack([binit((H,), rng, self.dtype) for _ in range(D)])  # (D, H)
-            for name, v in self._scalars:
-                p[name] = np.full((D, 1), v, self.dtype)
+            for name in self._scalars:
+                p[name] = np.full((D, 1), self.scalar_inits[f"{name}_init"], self.dtype)
             if self.sparsity is not None and self.sparsity_warmup == 0:
                 self._threshold()
 
@@ -508,7 +519,8 @@ def _fast_layer_mixin():
             cfg = super().get_config()
             cfg.pop("clip", None)
             return {**cfg, "wrank": self.wrank, "urank": self.urank, "sparsity": self.sparsity,
-                    "sparsity_warmup": self.sparsity_warmup, "sparsity_freeze": self.sparsity_freeze}
+                    "sparsity_warmup": self.sparsity_warmup, "sparsity_freeze": self.sparsity_freeze,
+                    **self.scalar_inits}
 
     return FastLayer
 
@@ -535,21 +547,22 @@ def _layer_class():
             Optimizer updates before thresholding starts (dense phase); default 0.
         sparsity_freeze : int, optional
             From this update on the support is fixed (the paper's last phase).
-        kernel_initializer, recurrent_initializer : str
-            Default ``"edgeml_normal"``: ``0.1 * N(0, 1)``, as the reference code.
-        bias_initializer : str
-            Default ``"ones"`` (the reference code).
-        Other parameters as ``SimpleRNN`` (``clip`` excepted).
+        alpha_init, beta_init : float
+            Initial logits of the mix weights; default -1 and 1 (EdgeML: -3 and 3; see the
+            module docstring for why and how to get EdgeML's initialisation).
+        Other parameters as ``SimpleRNN`` (``clip`` excepted; ``kernel_initializer="edgeml_normal"``
+        is EdgeML's ``0.1 * N(0, 1)``).
         """
 
         cell = "fastrnn"
         gates = 1
         num_states = 1
 
-        def __init__(self, units, activation="tanh", **kwargs):
+        def __init__(self, units, activation="tanh", alpha_init=-1.0, beta_init=1.0, **kwargs):
             if "recurrent_activation" in kwargs:
                 raise TypeError("FastRNN has no recurrent_activation (it has a single activation)")
-            super().__init__(units, activation=activation, **kwargs)
+            super().__init__(units, activation=activation, scalar_inits=dict(alpha_init=alpha_init,
+                                                                             beta_init=beta_init), **kwargs)
 
         def _run(self, x, init, lengths, train):
             p = self.params
