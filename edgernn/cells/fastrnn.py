@@ -374,20 +374,20 @@ def _fast_layer_mixin():
                 raise ValueError(f"{cls}: clip is not supported")
             super().__init__(units, **kwargs)
             for k, v in scalar_inits.items():
-                if isinstance(v, bool) or not np.isfinite(float(v)):
+                if isinstance(v, (bool, str)) or not np.isfinite(float(v)):
                     raise ValueError(f"{cls}: {k} must be a finite number, got {v!r}")
             self.scalar_inits = {k: float(v) for k, v in scalar_inits.items()}
             for name, v in (("wrank", wrank), ("urank", urank)):
-                if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
                     raise ValueError(f"{cls}: {name} must be a positive integer or None, got {v!r}")
             self.wrank = None if wrank is None else int(wrank)
             self.urank = None if urank is None else int(urank)
-            if sparsity is not None and not 0.0 < float(sparsity) <= 1.0:
+            if sparsity is not None and (isinstance(sparsity, (bool, str)) or not 0.0 < float(sparsity) <= 1.0):
                 raise ValueError(f"{cls}: sparsity (the fraction of W/U weights kept) must be in (0, 1], "
                                  f"got {sparsity!r}")
             self.sparsity = None if sparsity is None or float(sparsity) == 1.0 else float(sparsity)
             for name, v in (("sparsity_warmup", sparsity_warmup), ("sparsity_freeze", sparsity_freeze)):
-                if v is not None and (isinstance(v, bool) or int(v) != v or v < 0):
+                if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
                     raise ValueError(f"{cls}: {name} must be a non-negative integer, got {v!r}")
             self.sparsity_warmup = int(sparsity_warmup or 0)
             self.sparsity_freeze = None if sparsity_freeze is None else int(sparsity_freeze)
