@@ -27,6 +27,7 @@ CASES = {
     "char_lm.py": (["char_lm_bpc.png"], []),
     "classify_vowels.py": (["classify_vowels_confusion.png"], []),
     "activity_watch.py": (["activity_watch.png"], ["onnx", "onnxruntime"]),
+    "fastgrnn_activity.py": (["fastgrnn_activity.png"], ["onnx", "onnxruntime"]),
 }
 
 
