@@ -46,6 +46,10 @@ Where the sources differ, and what we chose
   ``constrain()`` that ``Sequential`` calls after every optimizer update: dense updates for the
   first ``sparsity_warmup`` updates, then hard thresholding after every update, then, after
   ``sparsity_freeze`` updates (if given), the support is fixed and only those weights train.
+  The update count and the fixed support live on the layer object (not in saved files: a
+  reloaded layer starts again at the dense phase; pass ``sparsity_warmup=0`` to threshold at
+  once). EdgeML leaves the phases to its training script; the paper trains dense, then IHT,
+  then on the fixed support.
 * **Model size**: ``model_size_bytes()`` counts every parameter at 4 bytes (float32) and, for a
   sparsified matrix, its nonzeros (EdgeML's ``get_model_size``, which stores no indices). Pass
   ``index_bytes=2`` to add a 16-bit index per stored nonzero (what a CSR kernel on a
