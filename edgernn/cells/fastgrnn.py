@@ -72,6 +72,7 @@ from ._ops import (
     M_X0,
     emit,
     float_params,
+    matvec,
     mv_flat,
 )
 from .base import Cell, register
@@ -95,10 +96,9 @@ def forward_step(cell, t, g, S, y, aux, lengths):
         if t >= lengths[r]:
             continue
         gr, h, ar, yr = g[r], S[r], aux[r], y[r]
-        for j in range(H):  # all of a before h changes
-            acc = gr[j]
-            for k in range(H):
-                acc += U[j, k] * h[k]
+        matvec(h, U, ar, False)  # ar[:H] = U h_{t-1} (eight dot products at a time), before h changes
+        for j in range(H):
+            acc = ar[j] + gr[j]
             ar[j] = acc
             ar[H + j] = act1(cell.zcode, acc + bz[j], cell.za, cell.zb)
             ar[2 * H + j] = act1(cell.hcode, acc + bh[j], cell.ha, cell.hb)

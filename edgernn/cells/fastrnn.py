@@ -86,6 +86,7 @@ from ._ops import (
     M_X0,
     emit,
     float_params,
+    matvec,
     mv_flat,
 )
 from .base import Cell, register
@@ -109,10 +110,9 @@ def forward_step(cell, t, g, S, y, aux, lengths):
         if t >= lengths[r]:
             continue
         gr, h, ar, yr = g[r], S[r], aux[r], y[r]
-        for j in range(H):  # a = x W^T + U h_{t-1} + b, all j before h changes
-            acc = gr[j] + b[j]
-            for k in range(H):
-                acc += U[j, k] * h[k]
+        matvec(h, U, ar, False)  # ar[:H] = U h_{t-1} (eight dot products at a time), before h changes
+        for j in range(H):  # a = x W^T + U h_{t-1} + b
+            acc = ar[j] + gr[j] + b[j]
             ar[j] = acc
             ar[H + j] = act1(cell.code, acc, cell.aa, cell.ab)
         for j in range(H):
