@@ -290,7 +290,9 @@ def _pack(layers, batch_size, dtype):
             if pos != 0 and any(not isinstance(la, Dropout) for la in layers[:pos]):
                 raise ValueError(f"stream: {label} must be the first layer")
             ids_mode = True
-            E = layer.params["embeddings"]
+            E = np.asarray(layer.params["embeddings"])
+            if E.ndim != 2 or E.shape[0] < 1:
+                raise ValueError(f"stream: {label} has embeddings of shape {E.shape}; expected (vocabulary, dim)")
             m = dict(type=OP_EMB, I=1, O=E.shape[1], W=pk.add_w(E), V=E.shape[0],
                      FLAGS=F_MASK_ZERO if layer.mask_zero else 0)
             ops.append(m)
@@ -310,7 +312,10 @@ def _pack(layers, batch_size, dtype):
             rec.append((len(ops) - 1, layer, layer_states))
             feat = m["O"]
         elif isinstance(layer, Dense):
-            K = layer.params["kernel"]  # (F, U)
+            K = np.asarray(layer.params["kernel"])  # (F, U)
+            if K.ndim != 2 or ("bias" in layer.params and np.shape(layer.params["bias"]) != (K.shape[1],)):
+                raise ValueError(f"stream: {label} has kernel {K.shape} and bias "
+                                 f"{np.shape(layer.params.get('bias'))}; expected (features, units) and (units,)")
             if K.shape[0] != feat:
                 raise ValueError(f"stream: {label} expects {K.shape[0]} input features, gets {feat}")
             code, a, b = _HEAD_ACTS.get(layer.activation, (None, 0, 0))

@@ -211,6 +211,8 @@ def run(spec, X, params, init, lengths, direction, options, train):
     given = tuple(k for k, v in {"X": X, **params, **{f"{n}0": init.get(n) for n in spec.state_names}}.items()
                   if v is not None)
     X, P, states, L, D, sz = _prepare(spec, X, params, init, lengths, direction)
+    if train:  # the cache owns the parameters backward reads (an in-place optimizer step cannot leak in)
+        P = {k: F._owned(v) for k, v in P.items()}
     B, T, I = X.shape
     dt = X.dtype
     Y = np.empty((B, T, D, sz["O"]), dt)
