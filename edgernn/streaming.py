@@ -56,6 +56,8 @@ import numpy as np
 from . import _activations as A
 from . import cells
 from ._config import jit
+from .cells import fastgrnn as _fastgrnn
+from .cells import fastrnn as _fastrnn
 from .cells import gru as _gru
 from .cells import indrnn as _indrnn
 from .cells import jordan as _jordan
@@ -213,6 +215,10 @@ def _model_step(x, Wf, buf, meta):
             _indrnn.stream_step(meta, li, Wf, buf, B, rev)
         elif t == _sru.STREAM_OP:
             _sru.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _fastrnn.STREAM_OP:
+            _fastrnn.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _fastgrnn.STREAM_OP:
+            _fastgrnn.stream_step(meta, li, Wf, buf, B, rev)
         elif t == OP_DENSE:
             _dense_op(meta, li, Wf, buf, B, rev)
         elif t == OP_ACT:

@@ -672,8 +672,34 @@ def sru_step(x, s, p, d, acts, highway_scale=1.0):
     return h, {"h": h, "c": c}
 
 
-# one naive step per cell driven by ``cell_run`` (the conformance suite's oracle)
-NAIVE_STEPS = {"indrnn": indrnn_step, "jordan": jordan_step, "sru": sru_step}
+
+def fastrnn_step(x, s, p, d, acts):
+    """FastRNN: h~ = act(W x + U h_prev + b), h = sigmoid(alpha) h~ + sigmoid(beta) h_prev."""
+    b = 0.0 if p.get("b") is None else p["b"][d]
+    alpha = _sigmoid(-3.0 if p.get("alpha") is None else p["alpha"][d, 0])
+    beta = _sigmoid(3.0 if p.get("beta") is None else p["beta"][d, 0])
+    c = activation(acts[0], p["W"][d] @ x + p["U"][d] @ s["h"] + b)
+    h = alpha * c + beta * s["h"]
+    return h, {"h": h}
+def fastgrnn_step(x, s, p, d, acts):
+    """FastGRNN: z = gate(W x + U h_prev + bz), h~ = update(W x + U h_prev + bh),
+    h = (sigmoid(zeta) (1 - z) + sigmoid(nu)) h~ + z h_prev."""
+    bz = 0.0 if p.get("bz") is None else p["bz"][d]
+    bh = 0.0 if p.get("bh") is None else p["bh"][d]
+    zeta = _sigmoid(1.0 if p.get("zeta") is None else p["zeta"][d, 0])
+    nu = _sigmoid(-4.0 if p.get("nu") is None else p["nu"][d, 0])
+    a = p["W"][d] @ x + p["U"][d] @ s["h"]
+    z = activation(acts[0], a + bz)
+    c = activation(acts[1], a + bh)
+    h = (zeta * (1.0 - z) + nu) * c + z * s["h"]
+    return h, {"h": h}
+NAIVE_STEPS = {  # one line per cell
+    "indrnn": indrnn_step,
+    "jordan": jordan_step,
+    "sru": sru_step,
+    "fastrnn": fastrnn_step,
+    "fastgrnn": fastgrnn_step,
+}
 
 
 def cell_run(cell, X, params, init, widths, O, lengths=None, direction="forward", acts=("Tanh", "Tanh")):

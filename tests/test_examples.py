@@ -30,6 +30,7 @@ CASES = {
     "activity_watch.py": (["activity_watch.png"], ["onnx", "onnxruntime"]),
     "fleet_sensors.py": (["fleet_sensors.png"], ["distributed"]),
     "sru_vs_lstm.py": (["sru_vs_lstm.png"], []),
+    "fastgrnn_activity.py": (["fastgrnn_activity.png"], ["onnx", "onnxruntime"]),
 }
 
 
