@@ -68,7 +68,7 @@ _CELLS: dict[str, Cell] = {}
 
 # Registration: one line per cell module. Imported lazily (``load_all``) because the newer
 # cells' modules define their layer classes and so import ``edgernn.layers``.
-MODULES = ("rnn", "gru", "lstm", "jordan", "indrnn")
+MODULES = ("rnn", "gru", "lstm", "jordan", "indrnn", "qrnn")
 
 
 def register(cell: Cell) -> Cell:
