@@ -488,6 +488,8 @@ def _layer_class():
             cfg = super().get_config()
             for key in ("clip", "activation", "recurrent_initializer", "stateful"):
                 cfg.pop(key, None)
+            if cfg.get("kernel_initializer") == "qrnn_uniform":  # the default: not a registered name
+                cfg.pop("kernel_initializer")
             return {**cfg, "window": self.window, "pooling": self.pooling}
 
     return QRNN
