@@ -600,7 +600,9 @@ class Stream:
     def state(self):
         """Copy of the recurrent state: one list per recurrent layer, ``[h]`` (SimpleRNN, GRU)
         or ``[h, c]`` (LSTM), each ``(batch, units)``. Assigning a list of the same structure
-        (arrays of the same shapes) sets it; the arrays are copied."""
+        (arrays of the same shapes) sets it; the arrays are copied. A layer's hidden regions
+        (QRNN's last ``window - 1`` inputs) are not part of it: ``reset`` zeroes them, assigning
+        a state leaves them as they are."""
         out = []
         for s in self._states:
             out.append([a.copy() for a in self._state_views(s)])
