@@ -51,7 +51,7 @@ def main():
         bq = np.zeros((1, 3 * H), np.float32)
         Wl = (rng.standard_normal((1, 4 * H, I)) * 0.1).astype(np.float32)
         Rl = (rng.standard_normal((1, 4 * H, H)) * 0.05).astype(np.float32)
-        bl = np.zeros((1, 8 * H), np.float32)
+        bl = np.zeros((1, 4 * H), np.float32)
         dY = np.ones((B, T, 1, H), np.float32)
 
         def q_fb():

@@ -56,13 +56,14 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._activations import ONE, SIGMOID, TANH, ZERO, act1
+from .._activations import ONE, SIGMOID, TANH, ZERO, act1, fast_tanh
 from .._config import jit
 from ._ops import (
     F_RSEQ,
     H_VALID,
     M_BIAS,
     M_C0,
+    M_C1,
     M_FLAGS,
     M_G,
     M_I,
@@ -75,6 +76,7 @@ from ._ops import (
     M_W,
     M_X0,
     emit,
+    fast_sigmoid,
     mv_flat,
 )
 from .base import Cell, register
@@ -85,39 +87,68 @@ POOLINGS = {"f": POOL_F, "fo": POOL_FO, "ifo": POOL_IFO}
 NUM_GATES = {"f": 2, "fo": 3, "ifo": 4}
 
 # ---- the cell's parameters as the jitted steps see them (one direction) -------------------
-QRNNCell = namedtuple("QRNNCell", "b pool")  # b (G*H,); pool: POOL_F / POOL_FO / POOL_IFO
+# b (G*H,); pool: POOL_F / POOL_FO / POOL_IFO; fast: 1 for float32 data (the rational tanh and
+# sigmoid of the LSTM's float32 kernels: vectorised, max abs error 3.4e-7), 0 for float64
+QRNNCell = namedtuple("QRNNCell", "b pool fast")
 QRNNGrads = namedtuple("QRNNGrads", "b")
+
+
+@jit(inline="always")
+def _activate(fast, a, bias, out, H):
+    """out = [tanh(a + bias)[:H], sigmoid(a + bias)[H:]] (1-D, G*H)."""
+    n = a.shape[0]
+    if fast:
+        for j in range(H):
+            out[j] = fast_tanh(a[j] + bias[j])
+        for j in range(H, n):
+            out[j] = fast_sigmoid(a[j] + bias[j])
+    else:
+        for j in range(H):
+            out[j] = act1(TANH, a[j] + bias[j], ZERO, ZERO)
+        for j in range(H, n):
+            out[j] = act1(SIGMOID, a[j] + bias[j], ZERO, ZERO)
+
+
+@jit(inline="always")
+def _pool(pool, gates, c, h, y, H):
+    """c (H,) in/out, h and y (H,) out, from the activated gates [z | f | o | i]."""
+    z = gates[:H]
+    f = gates[H: 2 * H]
+    if pool == POOL_F:
+        for j in range(H):
+            cv = f[j] * c[j] + (ONE - f[j]) * z[j]
+            c[j] = cv
+            h[j] = cv
+            y[j] = cv
+    elif pool == POOL_FO:
+        o = gates[2 * H: 3 * H]
+        for j in range(H):
+            cv = f[j] * c[j] + (ONE - f[j]) * z[j]
+            c[j] = cv
+            hv = o[j] * cv
+            h[j] = hv
+            y[j] = hv
+    else:
+        o = gates[2 * H: 3 * H]
+        i = gates[3 * H: 4 * H]
+        for j in range(H):
+            cv = f[j] * c[j] + i[j] * z[j]
+            c[j] = cv
+            hv = o[j] * cv
+            h[j] = hv
+            y[j] = hv
 
 
 @jit(inline="always")
 def forward_step(cell, t, g, S, y, aux, lengths):
     """g (B, G*H) = xa_t W^T; S (B, 2H) = [h | c]; aux (B, G*H) keeps z, f, o, i."""
-    b, pool = cell.b, cell.pool
     H = S.shape[1] // 2
     for r in range(S.shape[0]):
         if t >= lengths[r]:
             continue
-        gr, s, ar, yr = g[r], S[r], aux[r], y[r]
-        for j in range(H):
-            z = act1(TANH, gr[j] + b[j], ZERO, ZERO)
-            f = act1(SIGMOID, gr[H + j] + b[H + j], ZERO, ZERO)
-            ar[j] = z
-            ar[H + j] = f
-            if pool == POOL_IFO:
-                i = act1(SIGMOID, gr[3 * H + j] + b[3 * H + j], ZERO, ZERO)
-                ar[3 * H + j] = i
-                c = f * s[H + j] + i * z
-            else:
-                c = f * s[H + j] + (ONE - f) * z
-            if pool == POOL_F:
-                h = c
-            else:
-                o = act1(SIGMOID, gr[2 * H + j] + b[2 * H + j], ZERO, ZERO)
-                ar[2 * H + j] = o
-                h = o * c
-            s[H + j] = c
-            s[j] = h
-            yr[j] = h
+        s, ar = S[r], aux[r]
+        _activate(cell.fast, g[r], cell.b, ar, H)
+        _pool(cell.pool, ar, s[H:], s[:H], y[r], H)
 
 
 @jit(inline="always")
@@ -218,7 +249,7 @@ def sizes(P, D, I, options):
 def make_cell(P, d, options, dt):
     GH = P["W"].shape[1]
     b = np.zeros(GH, dt) if P.get("b") is None else np.ascontiguousarray(P["b"][d])
-    return QRNNCell(b, np.int64(POOLINGS[options["pooling"]]))
+    return QRNNCell(b, np.int64(POOLINGS[options["pooling"]]), np.int64(dt == np.float32))
 
 
 def make_grads(cell):
@@ -282,7 +313,7 @@ def stream_step(meta, li, Wf, buf, B, rev):
     pooling, then the row's history shifts by one input."""
     m = meta[li]
     I, H, k = m[M_I], m[M_O], m[M_X0]
-    pool = m[M_C0]
+    pool, fast = m[M_C0], m[M_C1]
     G = 2 if pool == POOL_F else (3 if pool == POOL_FO else 4)
     GH, KI, hist = G * H, k * I, (k - 1) * I
     xa = m[M_IN] - hist  # rows of k*I: the history, then the input slot
@@ -292,22 +323,11 @@ def stream_step(meta, li, Wf, buf, B, rev):
     bv = Wf[m[M_BIAS]: m[M_BIAS] + GH]
     for r in range(B):
         h = buf[hs + r * H: hs + r * H + H]
-        c = buf[cs + r * H: cs + r * H + H]
         valid = buf[vo + r] != 0.0
         if valid:
             a = buf[g + r * GH: g + r * GH + GH]
-            for j in range(H):
-                z = act1(TANH, a[j] + bv[j], ZERO, ZERO)
-                f = act1(SIGMOID, a[H + j] + bv[H + j], ZERO, ZERO)
-                if pool == POOL_IFO:
-                    cv = f * c[j] + act1(SIGMOID, a[3 * H + j] + bv[3 * H + j], ZERO, ZERO) * z
-                else:
-                    cv = f * c[j] + (ONE - f) * z
-                c[j] = cv
-                if pool == POOL_F:
-                    h[j] = cv
-                else:
-                    h[j] = act1(SIGMOID, a[2 * H + j] + bv[2 * H + j], ZERO, ZERO) * cv
+            _activate(fast, a, bv, a, H)  # in place: each element reads and writes its own slot
+            _pool(pool, a, buf[cs + r * H: cs + r * H + H], h, buf[out + r * outs: out + r * outs + H], H)
             row = buf[xa + r * KI: xa + r * KI + KI]
             for q in range(hist):  # drop the oldest input; the next one arrives in the slot
                 row[q] = row[q + I]
@@ -325,7 +345,7 @@ def stream_pack(layer, pk, B, dtype):
     if I < 1 or W.shape != (G * H, k * I) or b.shape != (G * H,):
         raise ValueError(f"stream: layer {layer.name!r} (QRNN, units={H}, window={k}, pooling={layer.pooling!r}) "
                          f"has W {W.shape}, b {b.shape}; expected ({G * H}, {k}*I), ({G * H},)")
-    m = dict(type=STREAM_OP, I=I, O=H, X0=k, C0=POOLINGS[layer.pooling],
+    m = dict(type=STREAM_OP, I=I, O=H, X0=k, C0=POOLINGS[layer.pooling], C1=int(np.dtype(dtype) == np.float32),
              FLAGS=F_RSEQ if layer.return_sequences else 0)
     m["W"] = pk.add_w(W)
     m["BIAS"] = pk.add_w(b)
