@@ -95,18 +95,21 @@ QRNNGrads = namedtuple("QRNNGrads", "b")
 
 @jit(inline="always")
 def _activate(fast, a, bias, out, H):
-    """out = [tanh(a + bias)[:H], sigmoid(a + bias)[H:]] (1-D, G*H)."""
-    n = a.shape[0]
+    """out = [tanh(a + bias)[:H], sigmoid(a + bias)[H:]] (1-D, G*H). Loops index views from 0
+    (an offset index keeps the negative-index wraparound, which LLVM vectorises with gathers)."""
+    az, bz, oz = a[:H], bias[:H], out[:H]
+    ag, bg, og = a[H:], bias[H:], out[H:]
+    n = ag.shape[0]
     if fast:
         for j in range(H):
-            out[j] = fast_tanh(a[j] + bias[j])
-        for j in range(H, n):
-            out[j] = fast_sigmoid(a[j] + bias[j])
+            oz[j] = fast_tanh(az[j] + bz[j])
+        for j in range(n):
+            og[j] = fast_sigmoid(ag[j] + bg[j])
     else:
         for j in range(H):
-            out[j] = act1(TANH, a[j] + bias[j], ZERO, ZERO)
-        for j in range(H, n):
-            out[j] = act1(SIGMOID, a[j] + bias[j], ZERO, ZERO)
+            oz[j] = act1(TANH, az[j] + bz[j], ZERO, ZERO)
+        for j in range(n):
+            og[j] = act1(SIGMOID, ag[j] + bg[j], ZERO, ZERO)
 
 
 @jit(inline="always")
