@@ -54,24 +54,24 @@ def main():
         bl = np.zeros((1, 4 * H), np.float32)
         dY = np.ones((B, T, 1, H), np.float32)
 
-        def q_fb():
+        def q_fb(X=X, Wq=Wq, bq=bq, dY=dY):
             *_, c = F.qrnn(X, Wq, bq, train=True)
             F.qrnn_backward(c, dY)
 
-        def l_fb():
+        def l_fb(X=X, Wl=Wl, Rl=Rl, bl=bl, dY=dY):
             *_, c = F.lstm(X, Wl, Rl, bl, train=True)
             F.lstm_backward(c, dY)
 
         tag = f"B={B} T={T} I={I} H={H}"
-        rows.append((f"functional forward, {tag}", median_time(lambda: F.qrnn(X, Wq, bq), reps),
-                     median_time(lambda: F.lstm(X, Wl, Rl, bl), reps)))
+        rows.append((f"functional forward, {tag}", median_time(lambda X=X, Wq=Wq, bq=bq: F.qrnn(X, Wq, bq), reps),
+                     median_time(lambda X=X, Wl=Wl, Rl=Rl, bl=bl: F.lstm(X, Wl, Rl, bl), reps)))
         rows.append((f"functional forward + backward, {tag}", median_time(q_fb, reps), median_time(l_fb, reps)))
         y = rng.standard_normal((B, 1)).astype(np.float32)
         ms = []
         for cls in (QRNN, LSTM):
             m = Sequential([cls(H, input_shape=(None, I)), Dense(1)], seed=0)
             m.compile(loss="mse", optimizer="adam")
-            ms.append(median_time(lambda m=m: m.train_on_batch(X, y), reps))
+            ms.append(median_time(lambda m=m, X=X, y=y: m.train_on_batch(X, y), reps))
         rows.append((f"train_on_batch (Adam, MSE, +Dense(1)), {tag}", *ms))
     try:
         import onnxruntime as ort
@@ -92,7 +92,7 @@ def main():
                     path = Path(tmp) / f"{cls.__name__}.onnx"
                     eo.export(m, path)
                     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-                    ts.append(median_time(lambda s=sess: s.run(None, {"x": x}), reps))
+                    ts.append(median_time(lambda s=sess, x=x: s.run(None, {"x": x}), reps))
             rows.append((f"onnxruntime full graph, B=1 T=1000 I={I} H={H} (QRNN: Scan)", *ts))
     print("| case | QRNN (window 2, fo) | LSTM | QRNN / LSTM |")
     print("|---|---|---|---|")
