@@ -156,45 +156,55 @@ def forward_step(cell, t, g, S, y, aux, lengths):
 
 @jit(inline="always")
 def backward_step(cell, grads, t, g, Sp, Sn, aux, dy, dS, da, lengths):
-    """dS (B, 2H) = [dL/dh_t | dL/dc_t] in, [0 | dL/dc_{t-1}] out; da (B, G*H) = dL/d(pre-act)."""
+    """dS (B, 2H) = [dL/dh_t | dL/dc_t] in, [0 | dL/dc_{t-1}] out; da (B, G*H) = dL/d(pre-act).
+
+    With d = dh + dy:  f/fo: dc' = dc + d (* o),  dz = dc' (1 - f),  df = dc' (c_prev - z);
+    ifo: dz = dc' i, df = dc' c_prev, di = dc' z;  do = d c;  then times the activations'
+    derivatives; dc_{t-1} = dc' f, and dh_{t-1} = 0 (h_{t-1} does not enter the step)."""
     pool = cell.pool
     db = grads.b
     H = dS.shape[1] // 2
     for r in range(dS.shape[0]):
         if t >= lengths[r]:
             continue
-        ar, sp, sn, ds, dar, dyr = aux[r], Sp[r], Sn[r], dS[r], da[r], dy[r]
-        for j in range(H):
-            dh = ds[j] + dyr[j]
-            z = ar[j]
-            f = ar[H + j]
-            cp = sp[H + j]
-            if pool == POOL_F:
-                dc = ds[H + j] + dh
-            else:
-                o = ar[2 * H + j]
-                dc = ds[H + j] + dh * o
-                dao = dh * sn[H + j] * o * (ONE - o)
-                dar[2 * H + j] = dao
-                db[2 * H + j] += dao
-            if pool == POOL_IFO:
-                i = ar[3 * H + j]
-                df = dc * cp
-                dz = dc * i
-                dai = dc * z * i * (ONE - i)
-                dar[3 * H + j] = dai
-                db[3 * H + j] += dai
-            else:
-                df = dc * (cp - z)
-                dz = dc * (ONE - f)
-            daz = dz * (ONE - z * z)
-            daf = df * f * (ONE - f)
-            dar[j] = daz
-            dar[H + j] = daf
-            db[j] += daz
-            db[H + j] += daf
-            ds[j] = ZERO  # h_{t-1} does not enter the step
-            ds[H + j] = dc * f
+        ar, dar, ds, dyr = aux[r], da[r], dS[r], dy[r]
+        z, f, cp = ar[:H], ar[H: 2 * H], Sp[r][H:]
+        daz, daf = dar[:H], dar[H: 2 * H]
+        dh, dc = ds[:H], ds[H:]
+        if pool == POOL_F:
+            for j in range(H):
+                dcv = dc[j] + dh[j] + dyr[j]
+                fj, zj = f[j], z[j]
+                daz[j] = dcv * (ONE - fj) * (ONE - zj * zj)
+                daf[j] = dcv * (cp[j] - zj) * fj * (ONE - fj)
+                dh[j] = ZERO
+                dc[j] = dcv * fj
+        elif pool == POOL_FO:
+            o, dao, cn = ar[2 * H: 3 * H], dar[2 * H: 3 * H], Sn[r][H:]
+            for j in range(H):
+                dhv = dh[j] + dyr[j]
+                fj, zj, oj = f[j], z[j], o[j]
+                dao[j] = dhv * cn[j] * oj * (ONE - oj)
+                dcv = dc[j] + dhv * oj
+                daz[j] = dcv * (ONE - fj) * (ONE - zj * zj)
+                daf[j] = dcv * (cp[j] - zj) * fj * (ONE - fj)
+                dh[j] = ZERO
+                dc[j] = dcv * fj
+        else:
+            o, dao, cn = ar[2 * H: 3 * H], dar[2 * H: 3 * H], Sn[r][H:]
+            i, dai = ar[3 * H: 4 * H], dar[3 * H: 4 * H]
+            for j in range(H):
+                dhv = dh[j] + dyr[j]
+                fj, zj, oj, ij = f[j], z[j], o[j], i[j]
+                dao[j] = dhv * cn[j] * oj * (ONE - oj)
+                dcv = dc[j] + dhv * oj
+                daz[j] = dcv * ij * (ONE - zj * zj)
+                daf[j] = dcv * cp[j] * fj * (ONE - fj)
+                dai[j] = dcv * zj * ij * (ONE - ij)
+                dh[j] = ZERO
+                dc[j] = dcv * fj
+        for j in range(dar.shape[0]):  # the bias gradient: a separate loop keeps the ones above simple
+            db[j] += dar[j]
 
 
 register_steps(QRNNCell, forward_step, backward_step)
