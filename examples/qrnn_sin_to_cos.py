@@ -9,7 +9,7 @@ last two steps, one matrix product for the whole batch and sequence); only an el
 pooling runs step by step, so it trains faster. The cosine is the scaled derivative of the
 sine: the window of two inputs sees the local slope directly, which suits the QRNN.
 
-Run:  python examples/qrnn_sin_to_cos.py            (about a minute on 2 cores)
+Run:  python examples/qrnn_sin_to_cos.py            (about 3 minutes, one thread)
       python examples/qrnn_sin_to_cos.py --quick    (seconds; also EDGERNN_QUICK=1)
 Writes qrnn_sin_to_cos.png.
 """
@@ -26,6 +26,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import edgernn  # noqa: E402
 from edgernn import Sequential  # noqa: E402
 from edgernn.layers import LSTM, QRNN, Dense  # noqa: E402
 from edgernn.optimizers import Adam  # noqa: E402
@@ -38,6 +39,8 @@ def parse_args():
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 20, quick 2)")
     p.add_argument("--units", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1,
+                   help="edgernn threads (default 1: both models timed alike on a shared machine)")
     args = p.parse_args()
     args.quick = args.quick or os.environ.get("EDGERNN_QUICK", "") not in ("", "0")
     if args.epochs is None:
@@ -56,6 +59,7 @@ def make_data(n, T, rng):
 
 def main():
     args = parse_args()
+    edgernn.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     rng = np.random.default_rng(args.seed)
     T = 100
