@@ -62,6 +62,7 @@ from .cells import gru as _gru
 from .cells import indrnn as _indrnn
 from .cells import jordan as _jordan
 from .cells import lstm as _lstm
+from .cells import qrnn as _qrnn
 from .cells import rnn as _rnn
 from .cells import sru as _sru
 from .cells._ops import (
@@ -219,6 +220,8 @@ def _model_step(x, Wf, buf, meta):
             _fastrnn.stream_step(meta, li, Wf, buf, B, rev)
         elif t == _fastgrnn.STREAM_OP:
             _fastgrnn.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _qrnn.STREAM_OP:
+            _qrnn.stream_step(meta, li, Wf, buf, B, rev)
         elif t == OP_DENSE:
             _dense_op(meta, li, Wf, buf, B, rev)
         elif t == OP_ACT:
@@ -308,11 +311,13 @@ def _pack(layers, batch_size, dtype):
         fpar = np.zeros(NFP)  # alpha0..2, beta0..2, clip, mask_value
         if isinstance(layer, RecurrentLayer):
             spec = cells.get(layer.cell)
-            m, layer_states = spec.mod().stream_pack(layer, pk, B, dtype)
+            # (meta, state views[, hidden views]): hidden regions (e.g. QRNN's last inputs) are
+            # reset with the state but not exposed by ``Stream.state``
+            m, layer_states, *hidden = spec.mod().stream_pack(layer, pk, B, dtype)
             if m["I"] != feat:
                 raise ValueError(f"stream: {label} expects {m['I']} input features, gets {feat}")
             ops.append(m)
-            rec.append((len(ops) - 1, layer, layer_states))
+            rec.append((len(ops) - 1, layer, layer_states, hidden[0] if hidden else []))
             feat = m["O"]
         elif isinstance(layer, Dense):
             K = np.asarray(layer.params["kernel"])  # (F, U)
@@ -375,8 +380,8 @@ def _pack(layers, batch_size, dtype):
     Wf = np.concatenate(pk.w) if pk.w else np.zeros(1, dtype)
     last = ops[-1]
     states = []
-    for _, layer, views in rec:
-        states.append(dict(layer=layer, views=views, names=cells.get(layer.cell).state_names))
+    for _, layer, views, hidden in rec:
+        states.append(dict(layer=layer, views=views, hidden=hidden, names=cells.get(layer.cell).state_names))
     info = dict(out=last["OUT"], nout=last["O"], states=states, ids=ids_mode,
                 nin=meta[0, H_FIN], nbuf=pk.nbuf)
     return np.ascontiguousarray(Wf, dtype), meta, info
@@ -602,14 +607,16 @@ class Stream:
             return
         idx = np.arange(self.batch_size)[rows]  # validates the index
         for s in self._states:
-            for view in self._state_views(s):
+            for view in self._state_views(s) + self._state_views(s, "hidden"):
                 view[idx] = 0.0
 
     @property
     def state(self):
         """Copy of the recurrent state: one list per recurrent layer, ``[h]`` (SimpleRNN, GRU)
         or ``[h, c]`` (LSTM), each ``(batch, units)``. Assigning a list of the same structure
-        (arrays of the same shapes) sets it; the arrays are copied."""
+        (arrays of the same shapes) sets it; the arrays are copied. A layer's hidden regions
+        (QRNN's last ``window - 1`` inputs) are not part of it: ``reset`` zeroes them, assigning
+        a state leaves them as they are."""
         out = []
         for s in self._states:
             out.append([a.copy() for a in self._state_views(s)])
@@ -644,8 +651,8 @@ class Stream:
             for view, a in zip(self._state_views(s), arrs, strict=True):
                 view[...] = a
 
-    def _state_views(self, s):
-        return [state_view(self._buf, self.batch_size, off, stride, width) for off, stride, width in s["views"]]
+    def _state_views(self, s, key="views"):
+        return [state_view(self._buf, self.batch_size, off, stride, width) for off, stride, width in s[key]]
 
     def __repr__(self):
         return (f"<Stream batch_size={self.batch_size} in={self.input_features} out={self.output_features} "

@@ -693,12 +693,33 @@ def fastgrnn_step(x, s, p, d, acts):
     c = activation(acts[1], a + bh)
     h = (zeta * (1.0 - z) + nu) * c + z * s["h"]
     return h, {"h": h}
+def qrnn_step(x, s, p, d, acts):
+    """QRNN, window k and pooling read off the shapes (W (G*H, k*I), c (H,)): the convolution
+    over [x_{t-k+1}, ..., x_t] (zeros before the start; kept in s["xs"]), then
+    c = f c_prev + (1 - f) z (ifo: + i z), h = o c (f pooling: h = c)."""
+    H, I = s["c"].size, x.size
+    W = p["W"][d]
+    G, k = W.shape[0] // H, W.shape[1] // I
+    xs = s.get("xs", [np.zeros(I)] * (k - 1)) + [x]  # the last k inputs, oldest first
+    b = 0.0 if p.get("b") is None else p["b"][d]
+    a = W @ np.concatenate(xs) + b
+    z = np.tanh(a[:H])
+    f = 1 / (1 + np.exp(-a[H: 2 * H]))
+    if G == 4:  # ifo
+        c = f * s["c"] + 1 / (1 + np.exp(-a[3 * H:])) * z
+    else:
+        c = f * s["c"] + (1 - f) * z
+    h = c if G == 2 else 1 / (1 + np.exp(-a[2 * H: 3 * H])) * c
+    return h, {"h": h, "c": c, "xs": xs[1:]}
+
+
 NAIVE_STEPS = {  # one line per cell
     "indrnn": indrnn_step,
     "jordan": jordan_step,
     "sru": sru_step,
     "fastrnn": fastrnn_step,
     "fastgrnn": fastgrnn_step,
+    "qrnn": qrnn_step,
 }
 
 

@@ -26,6 +26,7 @@ CASES = {
     "long_term_dependency.py": (["long_term_dependency_loss.png", "long_term_dependency_gradients.png"], []),
     "indrnn_adding.py": (["indrnn_adding_loss.png"], []),
     "char_lm.py": (["char_lm_bpc.png"], []),
+    "qrnn_sin_to_cos.py": (["qrnn_sin_to_cos.png"], []),
     "classify_vowels.py": (["classify_vowels_confusion.png"], []),
     "activity_watch.py": (["activity_watch.png"], ["onnx", "onnxruntime"]),
     "fleet_sensors.py": (["fleet_sensors.png"], ["distributed"]),

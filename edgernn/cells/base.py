@@ -77,6 +77,7 @@ MODULES = (
     "sru",
     "fastrnn",
     "fastgrnn",
+    "qrnn",
 )
 
 
