@@ -109,6 +109,11 @@ def _prepare(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, 
     return X, W, R, Wb, Rb, h0, c0, P, L, D, H, codes, al.astype(dt), be.astype(dt), dt.type(clipv)
 
 
+def _owned(a):
+    """``a`` as an array nobody else holds (a copy unless ``a`` is None)."""
+    return None if a is None else a.copy()
+
+
 def _lengths(lengths, B, T):
     """Validated int64 (B,) copy of ``lengths`` (all T when None); each value in [0, T]."""
     if lengths is None:
@@ -327,7 +332,7 @@ def _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
     Gm = _project_bm(W, Xt, train)  # (T, G*H, B); becomes the gate outputs
     bias_b = np.repeat(bias, B)
     Yt = _scratch("Yt", (T, H, B), dt)  # every element is written
-    hT = np.ascontiguousarray(hinit.T)
+    hT = np.array(hinit.T, order="C")  # a copy: the kernel writes the final state into it (never into h0)
     shape_s = (T + 1, H, B) if train else (1, 1, 1)
     shape_t = (T, H, B) if train else (1, 1, 1)
     Hs = np.empty(shape_s, dt)
@@ -338,7 +343,7 @@ def _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
         _gru.gru_forward_bm(Gm, bias_b, _hot("R", R, T * B), np.repeat(Rbh, B), hT, L, train, Yt, Hs, RH)
         st["RH"] = RH
     else:
-        cT = np.zeros((H, B), dt) if cinit is None else np.ascontiguousarray(cinit.T)
+        cT = np.zeros((H, B), dt) if cinit is None else np.array(cinit.T, order="C")  # a copy (see hT)
         Cs = np.empty(shape_s, dt)
         Hc = np.empty(shape_t, dt)
         _lstm.lstm_forward_bm(Gm, bias_b, _hot("R", R, T * B), hT, cT, L, train, Yt, Hs, Cs, Hc)
@@ -448,6 +453,8 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
     Y = np.empty((B, T, D, H), dt)  # every direction writes all of its slice
     Y_h = np.empty((B, D, H), dt)
     Y_c = np.empty((B, D, H), dt) if cell == "lstm" else None
+    if train:  # the cache owns what backward reads: an in-place optimizer step cannot change the gradients
+        W, R, P = _owned(W), _owned(R), _owned(P)
     cache = Cache(cell, given, dict(X=X, W=W, R=R, Wb=Wb, Rb=Rb, h0=h0, c0=c0, P=P, L=L, D=D, H=H,
                                      codes=codes, al=al, be=be, clip=clipv, input_forget=bool(input_forget),
                                      lbr=bool(linear_before_reset)))
@@ -573,14 +580,14 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
             dYt = np.zeros((T, H, B), dt)
         else:
             dYt = np.ascontiguousarray(_time_major(dYd, ridx).transpose(0, 2, 1))  # (T, H, B)
-        dhT = np.ascontiguousarray(dh.T)
+        dhT = np.array(dh.T, order="C")  # a copy: the kernel writes into it (never into dY_h)
         dA = np.empty((T, GH, B), dt)
         RT = _hot("RT", R[d].T)
         if cell == "gru":
             dRec = np.empty((T, GH, B), dt)
             _gru.gru_backward_bm(RT, L, dYt, dhT, st["Gt"], st["Hs"], st["RH"], dA, dRec)
         else:
-            dcT = np.ascontiguousarray(dc.T)
+            dcT = np.array(dc.T, order="C")
             _lstm.lstm_backward_bm(RT, L, dYt, dhT, dcT, st["Gt"], st["Cs"], st["Hc"], dA)
             dRec = dA
             g["c0"] = dcT.T

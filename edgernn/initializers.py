@@ -90,6 +90,11 @@ def normal(shape, rng, dtype):
     return (0.05 * rng.standard_normal(shape)).astype(dtype)
 
 
+def edgeml_normal(shape, rng, dtype):
+    """N(0, 0.1^2): microsoft/EdgeML's ``0.1 * randn`` for FastRNN/FastGRNN's W and U."""
+    return (0.1 * rng.standard_normal(shape)).astype(dtype)
+
+
 _REGISTRY = {
     "glorot_uniform": glorot_uniform,
     "glorot_normal": glorot_normal,
@@ -102,6 +107,7 @@ _REGISTRY = {
     "random_uniform": uniform,
     "normal": normal,
     "random_normal": normal,
+    "edgeml_normal": edgeml_normal,
 }
 
 

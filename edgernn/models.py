@@ -1051,6 +1051,10 @@ class Sequential:
             rows.append("Recurrent layers are counted as Keras counts them (one bias per gate): ONNX's "
                         "second bias Rb is a stored zero buffer, neither trained nor counted, except for "
                         "GRU(reset_after=True), which trains and counts both biases.")
+        sized = [la for la in self._layers if la.built and hasattr(la, "model_size_bytes")]
+        if sized:  # FastRNN/FastGRNN: what the paper reports (sparsified W/U counted by nonzeros)
+            rows.append("Model size (float32, sparse W/U by nonzeros): " + ", ".join(
+                f"{la.name} {la.model_size_bytes():,} bytes" for la in sized))
         if not self.built:
             rows.append("The model is not built: give input_shape= to the first layer or call build().")
         text = Summary("\n".join(rows))

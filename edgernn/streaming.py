@@ -56,12 +56,16 @@ import numpy as np
 from . import _activations as A
 from . import cells
 from ._config import jit
+from .cells import fastgrnn as _fastgrnn
+from .cells import fastrnn as _fastrnn
 from .cells import gru as _gru
 from .cells import indrnn as _indrnn
 from .cells import janet as _janet
 from .cells import jordan as _jordan
 from .cells import lstm as _lstm
+from .cells import qrnn as _qrnn
 from .cells import rnn as _rnn
+from .cells import sru as _sru
 from .cells._ops import (
     COLUMNS,
     ERR_ID,
@@ -211,6 +215,14 @@ def _model_step(x, Wf, buf, meta):
             _jordan.stream_step(meta, li, Wf, buf, B, rev)
         elif t == _indrnn.STREAM_OP:
             _indrnn.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _sru.STREAM_OP:
+            _sru.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _fastrnn.STREAM_OP:
+            _fastrnn.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _fastgrnn.STREAM_OP:
+            _fastgrnn.stream_step(meta, li, Wf, buf, B, rev)
+        elif t == _qrnn.STREAM_OP:
+            _qrnn.stream_step(meta, li, Wf, buf, B, rev)
         elif t == _janet.STREAM_OP:
             _janet.stream_step(meta, li, Wf, buf, B, rev)
         elif t == OP_DENSE:
@@ -287,7 +299,9 @@ def _pack(layers, batch_size, dtype):
             if pos != 0 and any(not isinstance(la, Dropout) for la in layers[:pos]):
                 raise ValueError(f"stream: {label} must be the first layer")
             ids_mode = True
-            E = layer.params["embeddings"]
+            E = np.asarray(layer.params["embeddings"])
+            if E.ndim != 2 or E.shape[0] < 1:
+                raise ValueError(f"stream: {label} has embeddings of shape {E.shape}; expected (vocabulary, dim)")
             m = dict(type=OP_EMB, I=1, O=E.shape[1], W=pk.add_w(E), V=E.shape[0],
                      FLAGS=F_MASK_ZERO if layer.mask_zero else 0)
             ops.append(m)
@@ -300,14 +314,19 @@ def _pack(layers, batch_size, dtype):
         fpar = np.zeros(NFP)  # alpha0..2, beta0..2, clip, mask_value
         if isinstance(layer, RecurrentLayer):
             spec = cells.get(layer.cell)
-            m, layer_states = spec.mod().stream_pack(layer, pk, B, dtype)
+            # (meta, state views[, hidden views]): hidden regions (e.g. QRNN's last inputs) are
+            # reset with the state but not exposed by ``Stream.state``
+            m, layer_states, *hidden = spec.mod().stream_pack(layer, pk, B, dtype)
             if m["I"] != feat:
                 raise ValueError(f"stream: {label} expects {m['I']} input features, gets {feat}")
             ops.append(m)
-            rec.append((len(ops) - 1, layer, layer_states))
+            rec.append((len(ops) - 1, layer, layer_states, hidden[0] if hidden else []))
             feat = m["O"]
         elif isinstance(layer, Dense):
-            K = layer.params["kernel"]  # (F, U)
+            K = np.asarray(layer.params["kernel"])  # (F, U)
+            if K.ndim != 2 or ("bias" in layer.params and np.shape(layer.params["bias"]) != (K.shape[1],)):
+                raise ValueError(f"stream: {label} has kernel {K.shape} and bias "
+                                 f"{np.shape(layer.params.get('bias'))}; expected (features, units) and (units,)")
             if K.shape[0] != feat:
                 raise ValueError(f"stream: {label} expects {K.shape[0]} input features, gets {feat}")
             code, a, b = _HEAD_ACTS.get(layer.activation, (None, 0, 0))
@@ -364,8 +383,8 @@ def _pack(layers, batch_size, dtype):
     Wf = np.concatenate(pk.w) if pk.w else np.zeros(1, dtype)
     last = ops[-1]
     states = []
-    for _, layer, views in rec:
-        states.append(dict(layer=layer, views=views, names=cells.get(layer.cell).state_names))
+    for _, layer, views, hidden in rec:
+        states.append(dict(layer=layer, views=views, hidden=hidden, names=cells.get(layer.cell).state_names))
     info = dict(out=last["OUT"], nout=last["O"], states=states, ids=ids_mode,
                 nin=meta[0, H_FIN], nbuf=pk.nbuf)
     return np.ascontiguousarray(Wf, dtype), meta, info
@@ -591,14 +610,16 @@ class Stream:
             return
         idx = np.arange(self.batch_size)[rows]  # validates the index
         for s in self._states:
-            for view in self._state_views(s):
+            for view in self._state_views(s) + self._state_views(s, "hidden"):
                 view[idx] = 0.0
 
     @property
     def state(self):
         """Copy of the recurrent state: one list per recurrent layer, ``[h]`` (SimpleRNN, GRU)
         or ``[h, c]`` (LSTM), each ``(batch, units)``. Assigning a list of the same structure
-        (arrays of the same shapes) sets it; the arrays are copied."""
+        (arrays of the same shapes) sets it; the arrays are copied. A layer's hidden regions
+        (QRNN's last ``window - 1`` inputs) are not part of it: ``reset`` zeroes them, assigning
+        a state leaves them as they are."""
         out = []
         for s in self._states:
             out.append([a.copy() for a in self._state_views(s)])
@@ -633,8 +654,8 @@ class Stream:
             for view, a in zip(self._state_views(s), arrs, strict=True):
                 view[...] = a
 
-    def _state_views(self, s):
-        return [state_view(self._buf, self.batch_size, off, stride, width) for off, stride, width in s["views"]]
+    def _state_views(self, s, key="views"):
+        return [state_view(self._buf, self.batch_size, off, stride, width) for off, stride, width in s[key]]
 
     def __repr__(self):
         return (f"<Stream batch_size={self.batch_size} in={self.input_features} out={self.output_features} "

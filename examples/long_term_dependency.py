@@ -92,35 +92,57 @@ def input_gradient_norms(model, X, y):
     return np.linalg.norm(dy, axis=2).mean(axis=0)  # (T,)
 
 
-def train(cell, T, args, log_every, batch_size=64):
-    """Train on fresh data every `log_every` steps; stop early once clearly solved."""
-    model = build(cell, args.units, args.seed)
-    X_val, y_val = adding_problem(500 if args.quick else 1000, T, seed=10_000 + T)
+def validation_set(T, quick):
+    """The fixed validation sequences at length T (the same for every model)."""
+    return adding_problem(500 if quick else 1000, T, seed=10_000 + T)
+
+
+def test_set_mse(model, T):
+    """MSE on 2000 fixed test sequences of length T (never seen in training or validation)."""
+    X_test, y_test = adding_problem(2000, T, seed=20_000 + T)
+    return float(model.evaluate(X_test, y_test))
+
+
+def train_on_fresh_data(model, name, T, X_val, y_val, max_steps, log_every, batch_size, seed):
+    """Train `model` (compiled) on the adding problem at length T, on fresh data every round.
+
+    Each round of `log_every` steps trains on a new chunk of sequences (seeded by
+    ``(seed, T, round)``: the model never sees a sequence twice), then records the
+    validation MSE. Stops after `max_steps` steps, early once clearly solved
+    (validation MSE < SOLVED / 4), or if training diverges. Also used by indrnn_adding.py.
+
+    Returns dict(steps, curve, seconds, diverged): ``curve[i]`` is the validation MSE after
+    ``steps[i]`` steps (``steps[0] = 0``, before training); seconds of training only.
+    """
     steps, curve = [0], [float(model.evaluate(X_val, y_val))]
-    grad_init = input_gradient_norms(model, X_val[:256], y_val[:256])
     t0 = time.perf_counter()
     diverged = False
     round_ = 0
-    while steps[-1] < args.max_steps:
+    while steps[-1] < max_steps:
         # a new chunk of training data each round: the model never sees a sequence twice
-        X, y = adding_problem(log_every * batch_size, T, seed=(args.seed, T, round_))
+        X, y = adding_problem(log_every * batch_size, T, seed=(seed, T, round_))
         round_ += 1
         try:
             model.fit(X, y, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)
         except TrainingDiverged as exc:
-            print(f"    {cell} T={T}: {exc}")
+            print(f"    {name} T={T}: {exc}")
             diverged = True
             break
         steps.append(steps[-1] + log_every)
         curve.append(float(model.evaluate(X_val, y_val)))
         if curve[-1] < SOLVED / 4:  # well below the threshold: stop spending time
             break
-    seconds = time.perf_counter() - t0
-    X_test, y_test = adding_problem(2000, T, seed=20_000 + T)
-    test_mse = float(model.evaluate(X_test, y_test))
+    return dict(steps=steps, curve=curve, seconds=time.perf_counter() - t0, diverged=diverged)
+
+
+def train(cell, T, args, log_every, batch_size=64):
+    """Train on fresh data every `log_every` steps; stop early once clearly solved."""
+    model = build(cell, args.units, args.seed)
+    X_val, y_val = validation_set(T, args.quick)
+    grad_init = input_gradient_norms(model, X_val[:256], y_val[:256])
+    r = train_on_fresh_data(model, cell, T, X_val, y_val, args.max_steps, log_every, batch_size, args.seed)
     grad_trained = input_gradient_norms(model, X_val[:256], y_val[:256])
-    return dict(steps=steps, curve=curve, test_mse=test_mse, seconds=seconds, diverged=diverged,
-                grad_init=grad_init, grad_trained=grad_trained)
+    return dict(r, test_mse=test_set_mse(model, T), grad_init=grad_init, grad_trained=grad_trained)
 
 
 def main():

@@ -655,6 +655,64 @@ def jordan_step(x, s, p, d, acts):
     return y, {"y": y}
 
 
+def sru_step(x, s, p, d, acts, highway_scale=1.0):
+    """SRU: f, r = sigmoid(W_{f,r} x + v_{f,r} * c_prev + b_{f,r}); c = f c_prev + (1-f) W x;
+    h = r g(c) + (1-r) x', x' = W_h x (W with 4H rows) or highway_scale * x (3H rows)."""
+    H = p["v"].shape[1] // 2
+    W = p["W"][d]
+    b = np.zeros(2 * H) if p.get("b") is None else p["b"][d]
+    vf, vr = p["v"][d][:H], p["v"][d][H:]
+    c_prev = s["c"]
+    x_tilde = W[:H] @ x
+    f = 1.0 / (1.0 + np.exp(-(W[H:2 * H] @ x + vf * c_prev + b[:H])))
+    r = 1.0 / (1.0 + np.exp(-(W[2 * H:3 * H] @ x + vr * c_prev + b[H:])))
+    c = f * c_prev + (1.0 - f) * x_tilde
+    x_prime = W[3 * H:] @ x if W.shape[0] == 4 * H else highway_scale * x
+    h = r * activation(acts[0], c) + (1.0 - r) * x_prime
+    return h, {"h": h, "c": c}
+
+
+
+def fastrnn_step(x, s, p, d, acts):
+    """FastRNN: h~ = act(W x + U h_prev + b), h = sigmoid(alpha) h~ + sigmoid(beta) h_prev."""
+    b = 0.0 if p.get("b") is None else p["b"][d]
+    alpha = _sigmoid(-3.0 if p.get("alpha") is None else p["alpha"][d, 0])
+    beta = _sigmoid(3.0 if p.get("beta") is None else p["beta"][d, 0])
+    c = activation(acts[0], p["W"][d] @ x + p["U"][d] @ s["h"] + b)
+    h = alpha * c + beta * s["h"]
+    return h, {"h": h}
+def fastgrnn_step(x, s, p, d, acts):
+    """FastGRNN: z = gate(W x + U h_prev + bz), h~ = update(W x + U h_prev + bh),
+    h = (sigmoid(zeta) (1 - z) + sigmoid(nu)) h~ + z h_prev."""
+    bz = 0.0 if p.get("bz") is None else p["bz"][d]
+    bh = 0.0 if p.get("bh") is None else p["bh"][d]
+    zeta = _sigmoid(1.0 if p.get("zeta") is None else p["zeta"][d, 0])
+    nu = _sigmoid(-4.0 if p.get("nu") is None else p["nu"][d, 0])
+    a = p["W"][d] @ x + p["U"][d] @ s["h"]
+    z = activation(acts[0], a + bz)
+    c = activation(acts[1], a + bh)
+    h = (zeta * (1.0 - z) + nu) * c + z * s["h"]
+    return h, {"h": h}
+def qrnn_step(x, s, p, d, acts):
+    """QRNN, window k and pooling read off the shapes (W (G*H, k*I), c (H,)): the convolution
+    over [x_{t-k+1}, ..., x_t] (zeros before the start; kept in s["xs"]), then
+    c = f c_prev + (1 - f) z (ifo: + i z), h = o c (f pooling: h = c)."""
+    H, I = s["c"].size, x.size
+    W = p["W"][d]
+    G, k = W.shape[0] // H, W.shape[1] // I
+    xs = s.get("xs", [np.zeros(I)] * (k - 1)) + [x]  # the last k inputs, oldest first
+    b = 0.0 if p.get("b") is None else p["b"][d]
+    a = W @ np.concatenate(xs) + b
+    z = np.tanh(a[:H])
+    f = 1 / (1 + np.exp(-a[H: 2 * H]))
+    if G == 4:  # ifo
+        c = f * s["c"] + 1 / (1 + np.exp(-a[3 * H:])) * z
+    else:
+        c = f * s["c"] + (1 - f) * z
+    h = c if G == 2 else 1 / (1 + np.exp(-a[2 * H: 3 * H])) * c
+    return h, {"h": h, "c": c, "xs": xs[1:]}
+
+
 def janet_step(x, s, p, d, acts, beta=1.0):
     """JANET: s = W_f x + U_f h + b_f, c = sigmoid(s) h + (1 - sigmoid(s - beta)) tanh(W_c x + U_c h + b_c);
     the new state and the output are c."""
@@ -667,8 +725,15 @@ def janet_step(x, s, p, d, acts, beta=1.0):
     return h, {"h": h}
 
 
-# one naive step per cell driven by ``cell_run`` (the conformance suite's oracle)
-NAIVE_STEPS = {"indrnn": indrnn_step, "jordan": jordan_step, "janet": janet_step}
+NAIVE_STEPS = {  # one line per cell
+    "indrnn": indrnn_step,
+    "jordan": jordan_step,
+    "sru": sru_step,
+    "fastrnn": fastrnn_step,
+    "fastgrnn": fastgrnn_step,
+    "qrnn": qrnn_step,
+    "janet": janet_step,
+}
 
 
 def cell_run(cell, X, params, init, widths, O, lengths=None, direction="forward", acts=("Tanh", "Tanh")):

@@ -3,7 +3,7 @@
 Each example runs as a user would run it: a fresh Python process (``sys.executable``), in an
 empty temporary directory, with ``EDGERNN_QUICK=1`` and the non-interactive matplotlib
 backend. Skipped when matplotlib (an extra) is not installed; activity_watch also needs
-onnx and onnxruntime.
+onnx and onnxruntime, fleet_sensors dask.distributed.
 """
 
 from __future__ import annotations
@@ -24,9 +24,14 @@ CASES = {
     "forecast_temperatures.py": (["forecast_temperatures.png"], []),
     "sin_to_cos.py": (["sin_to_cos.png"], []),
     "long_term_dependency.py": (["long_term_dependency_loss.png", "long_term_dependency_gradients.png"], []),
+    "indrnn_adding.py": (["indrnn_adding_loss.png"], []),
     "char_lm.py": (["char_lm_bpc.png"], []),
+    "qrnn_sin_to_cos.py": (["qrnn_sin_to_cos.png"], []),
     "classify_vowels.py": (["classify_vowels_confusion.png"], []),
     "activity_watch.py": (["activity_watch.png"], ["onnx", "onnxruntime"]),
+    "fleet_sensors.py": (["fleet_sensors.png"], ["distributed"]),
+    "sru_vs_lstm.py": (["sru_vs_lstm.png"], []),
+    "fastgrnn_activity.py": (["fastgrnn_activity.png"], ["onnx", "onnxruntime"]),
     "janet_adding.py": (["janet_adding.png"], []),
 }
 

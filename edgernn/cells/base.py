@@ -66,9 +66,20 @@ class Cell:
 
 _CELLS: dict[str, Cell] = {}
 
-# Registration: one line per cell module. Imported lazily (``load_all``) because the newer
+# Registration: one line per cell module (one per line, so that cells added in parallel merge). Imported lazily (``load_all``) because the newer
 # cells' modules define their layer classes and so import ``edgernn.layers``.
-MODULES = ("rnn", "gru", "lstm", "jordan", "indrnn", "janet")
+MODULES = (
+    "rnn",
+    "gru",
+    "lstm",
+    "jordan",
+    "indrnn",
+    "sru",
+    "fastrnn",
+    "fastgrnn",
+    "qrnn",
+    "janet",
+)
 
 
 def register(cell: Cell) -> Cell:

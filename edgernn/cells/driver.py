@@ -29,11 +29,26 @@ Everything around the loop is generic too, in :func:`run` and :func:`backward`: 
 sizes, the input projection for all steps as one matrix product before the loop, per-sequence
 ``lengths`` and reversal, bidirectional and batch-slice tasks (in parallel threads), and the
 weight gradient ``dW = dA^T X`` and ``dX = dA W`` as matrix products after the loop.
+
+Optional input augmentation (a cell whose step needs more than ``x_t``, e.g. QRNN's causal
+convolution over the last ``window`` inputs). If the cell module defines both
+
+    augment(Xt, options) -> Xa             Xt (T, B, I) time-major, each sequence already
+                                           reversed if the direction runs backwards and zero
+                                           on padded steps; Xa (T, B, I') a new array
+    augment_backward(dXa, I, options) -> dXt   dL/dXa (T, B, I') -> dL/dXt (T, B, I)
+
+the driver projects ``Xa`` instead of ``Xt`` (``W`` is then (D, GH, I')), keeps ``Xa`` for
+``dW = dA^T Xa`` and maps ``dXa = dA W`` back through ``augment_backward``. Cells without the
+hook are unaffected. A module whose ``sizes`` needs its options to read the parameters'
+shapes (QRNN: the number of gates follows from ``pooling``) declares a keyword argument
+``options`` and gets them.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,7 +136,7 @@ class GenericCache:
     parallel: bool = False
 
 
-def _prepare(spec, X, params, init, lengths, direction):
+def _prepare(spec, X, params, init, lengths, direction, options=None):
     from .. import functional as F
 
     if not isinstance(direction, str) or direction not in F._DIRECTIONS:
@@ -135,7 +150,9 @@ def _prepare(spec, X, params, init, lengths, direction):
     D = 2 if direction == "bidirectional" else 1
     dt = X.dtype
     P = {k: F._as_float(v, k, dt) for k, v in params.items()}
-    sizes = spec.mod().sizes(P, D, I)  # validates every parameter's shape; dict with H, O, GH, NS, NA
+    mod = spec.mod()
+    kw = {"options": options} if "options" in inspect.signature(mod.sizes).parameters else {}
+    sizes = mod.sizes(P, D, I, **kw)  # validates every parameter's shape; dict with H, O, GH, NS, NA
     states = {}
     for name, width in zip(spec.state_names, sizes["widths"], strict=True):
         s = F._as_float(init.get(name), f"{name}0", dt)
@@ -157,6 +174,9 @@ def _forward_task(spec, a, d, b0, b1, train, Y, finals):
     Xt = F._time_major_copy(X, ridx, L, train)  # (T, B, I): a copy, never the caller's array
     if L.min() < T:
         Xt[np.arange(T)[:, None] >= L[None, :]] = 0  # NaN padding cannot reach dW
+    if hasattr(mod, "augment"):  # optional hook (module docstring): e.g. a causal convolution
+        Xt = mod.augment(Xt, a["options"])
+        I = Xt.shape[2]
     W = a["P"]["W"][d]  # (GH, I)
     GH, NS, O, NA = sz["GH"], sz["NS"], sz["O"], sz["NA"]
     G = np.empty((T, B, GH), dt)
@@ -210,7 +230,9 @@ def run(spec, X, params, init, lengths, direction, options, train):
 
     given = tuple(k for k, v in {"X": X, **params, **{f"{n}0": init.get(n) for n in spec.state_names}}.items()
                   if v is not None)
-    X, P, states, L, D, sz = _prepare(spec, X, params, init, lengths, direction)
+    X, P, states, L, D, sz = _prepare(spec, X, params, init, lengths, direction, options)
+    if train:  # the cache owns the parameters backward reads (an in-place optimizer step cannot leak in)
+        P = {k: F._owned(v) for k, v in P.items()}
     B, T, I = X.shape
     dt = X.dtype
     Y = np.empty((B, T, D, sz["O"]), dt)
@@ -245,7 +267,10 @@ def _backward_task(spec, a, st, dY, dfinals):
     dA2 = dA.reshape(T * B, sz["GH"])  # (T*B, GH)
     g = mod.grads_dict(grads)  # the cell's own parameter gradients, by name, for direction d
     g["W"] = dA2.T @ Xt.reshape(T * B, I)  # (GH, I)
-    g["X"] = F._batch_first((dA2 @ a["P"]["W"][d]).reshape(T, B, I), ridx)
+    dXt = (dA2 @ a["P"]["W"][d]).reshape(T, B, I)
+    if hasattr(mod, "augment"):
+        dXt = mod.augment_backward(dXt, a["X"].shape[2], a["options"])
+    g["X"] = F._batch_first(dXt, ridx)
     g["S0"] = dS
     return g
 

@@ -15,9 +15,9 @@ Sunnydreamrain/IndRNN): input weights ``W`` from a zero-mean distribution (we us
 ``u_max = 2 ** (1 / T)`` for an expected sequence length T (``max_timesteps``), so that no unit
 can grow the gradient by more than 2x over the sequence; after every optimizer update ``u`` is
 clipped to ``[-u_max, u_max]`` (``recurrent_max_abs``, or ``2 ** (1 / max_timesteps)`` when
-only that is given; no clip when neither is). The reference code also sets a lower bound
-(``(1/2) ** (1/T)``) on the *first* layer's ``u`` for long-memory tasks; we leave that to
-``recurrent_initializer``.
+only that is given; no clip when neither is). The reference code (``Indrnn_plainnet.py``,
+``u_lastlayer_ini``) also starts the *last* layer's ``u`` in ``[(1/2) ** (1/T), 2 ** (1/T)]``
+for long-memory tasks; examples/indrnn_adding.py shows that (it sets ``u`` after ``build``).
 
 ONNX: exactly a native ``RNN`` node with ``R = diag(u)``, ``Wb = b``, ``Rb = 0`` and the same
 activation (checked against onnxruntime by the conformance suite).

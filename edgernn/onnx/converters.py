@@ -421,6 +421,13 @@ def convert_recurrent(ctx, layer, x):
     kinds = list(spec.state_names)
     out_kind = kinds[0]  # the state that is also the output (h, or Jordan's y)
     carry = ctx.streaming or layer.stateful
+    width = {kind: H for kind in kinds}
+    mod = spec.mod()
+    if ctx.streaming and hasattr(mod, "onnx_extra_states"):  # e.g. QRNN's last window-1 inputs
+        extra = mod.onnx_extra_states(layer)
+        width.update(extra)
+        kinds += list(extra)
+    cell_kinds = list(spec.state_names)  # what return_state exposes
 
     # initial states from graph inputs: (batch, H) each, stacked to (D, B, H)
     init = {}
@@ -431,8 +438,8 @@ def convert_recurrent(ctx, layer, x):
             for d in range(D):
                 iname, oname = _state_names(k, kind, d, D)
                 names[(kind, d)] = oname
-                g.add_input(iname, FLOAT, ["batch", H])
-                ctx.states.append(StateSpec(iname, oname, layer.name, kind, H))
+                g.add_input(iname, FLOAT, ["batch", width[kind]])
+                ctx.states.append(StateSpec(iname, oname, layer.name, kind, width[kind]))
                 parts.append(g.unsqueeze(iname, [0]))
             init[kind] = parts[0] if D == 1 else g.op("Concat", parts, axis=0, base=f"{base}_init_{kind}")
 
@@ -486,10 +493,10 @@ def convert_recurrent(ctx, layer, x):
             per_dir[(kind, 0)] = held
     if carry:
         for (kind, d), oname in names.items():
-            g.add_output(oname, per_dir[(kind, d)], FLOAT, ["batch", H])
+            g.add_output(oname, per_dir[(kind, d)], FLOAT, ["batch", width[kind]])
     if layer.return_state:
         for d in range(D):
-            for kind in kinds:
+            for kind in cell_kinds:
                 iname, oname = _state_names(k, kind, d, D)
                 ctx.extra_outputs.append((oname, per_dir[(kind, d)], H))
 

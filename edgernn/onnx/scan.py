@@ -11,6 +11,17 @@ step's output (B, O) and the new states out. This module wraps it:
   uses Scan's own reverse directions;
 - streaming graph: the step itself, once.
 
+Optional hooks of the cell module, for a cell whose step reads more than ``x_t`` or whose
+input-only work should run once for all steps (QRNN):
+
+- ``onnx_pre(g, layer, d, xt, base)``: full graph, the time-major input (T, B, I) of direction
+  ``d`` (each sequence already reversed for a backward direction, so it starts at t = 0) ->
+  the Scan input (T, B, I'). With it, a reverse direction without lengths is reversed
+  explicitly (Slice) instead of by Scan's directions.
+- ``onnx_extra_states(layer)`` -> {name: width} and ``onnx_stream_pre(g, layer, x, extra,
+  base)`` -> (x', {name: new value}): streaming graph, extra carried states (graph inputs and
+  outputs ``state_{k}_<name>`` next to the cell's own) and the step's input from them.
+
 Both return what :func:`edgernn.onnx.graph.make_rnn_node` returns, so the rest of the
 recurrent converter (length-0 rows, state inputs/outputs, merge modes) is shared.
 onnxruntime spends roughly 0.7 us per body node per step: keep bodies small (see
@@ -32,6 +43,12 @@ def _zeros_state(g, like_bt, width, base):
     B = g.dim(like_bt, 1, base=f"{base}_B")
     shape = g.op("Concat", [B, g.const([width])], axis=0, base=f"{base}_zshape")
     return g.op("ConstantOfShape", [shape], value=helper.make_tensor("zero", FLOAT, [1], [0.0]), base=f"{base}_zeros")
+
+
+def _flip_time(g, xt, base):
+    """Reverse a time-major tensor along time (Slice with step -1)."""
+    return g.op("Slice", [xt, g.const([-1]), g.const([np.iinfo(np.int64).min]), g.const([0]), g.const([-1])],
+                base=base)
 
 
 def _body(g, mod, layer, d, names, widths, O, masked, base):
@@ -88,8 +105,14 @@ def make_step_nodes(ctx, layer, spec, x, init, xt=None, sequence_lens=None, base
     D = 2 if layer.direction == "bidirectional" else 1
     if ctx.streaming:
         states = {n: g.squeeze(init[n], [0], base=f"{base}_{n}_in") for n in names}
+        extra = list(mod.onnx_extra_states(layer)) if hasattr(mod, "onnx_extra_states") else []
+        if hasattr(mod, "onnx_stream_pre"):
+            x, new_extra = mod.onnx_stream_pre(g, layer, x, {n: g.squeeze(init[n], [0], base=f"{base}_{n}_in")
+                                                              for n in extra}, base)
         y, new = mod.onnx_step(g, layer, 0, x, states, base)
-        finals = [g.unsqueeze(new[n], [0], base=f"{base}_{n}_fin") for n in names]
+        if extra:
+            new.update(new_extra)
+        finals = [g.unsqueeze(new[n], [0], base=f"{base}_{n}_fin") for n in list(names) + extra]
         return [g.unsqueeze(g.unsqueeze(y, [0]), [0], base=f"{base}_Y")] + finals
     masked = sequence_lens is not None
     valid = None
@@ -109,16 +132,24 @@ def make_step_nodes(ctx, layer, spec, x, init, xt=None, sequence_lens=None, base
             else:
                 s0.append(_zeros_state(g, xt, O, f"{base}_{n}0_d{d}"))
         xin = xt
+        pre = hasattr(mod, "onnx_pre")
+        flip = reverse and not masked and pre  # the pre-step must see the reversed sequence
         if reverse and masked:
             xin = g.op("ReverseSequence", [xt, g.op("Cast", [sequence_lens], to=TensorProto.INT64)],
                        batch_axis=1, time_axis=0, base=f"{base}_xrev")
+        elif flip:
+            xin = _flip_time(g, xt, f"{base}_xflip_d{d}")
+        if pre:
+            xin = mod.onnx_pre(g, layer, d, xin, f"{base}_pre_d{d}")
         body = _body(g, mod, layer, d, names, widths, O, masked, f"{base}_scan{d}")
         attrs = dict(body=body, num_scan_inputs=2 if masked else 1)
-        if reverse and not masked:
+        if reverse and not masked and not flip:
             attrs.update(scan_input_directions=[1], scan_output_directions=[1])
         outs = g.op("Scan", s0 + [xin] + ([valid] if masked else []), n_out=len(names) + 1,
                     base=f"{base}_scan{d}", **attrs)
         Yd = outs[-1]  # (T, B, O)
+        if flip:
+            Yd = _flip_time(g, Yd, f"{base}_yflip_d{d}")
         if reverse and masked:
             Yd = g.op("ReverseSequence", [Yd, g.op("Cast", [sequence_lens], to=TensorProto.INT64)],
                       batch_axis=1, time_axis=0, base=f"{base}_yrev")
