@@ -52,7 +52,8 @@ def test_edited_inlined_step_is_recompiled(tmp_path):
     src = os.path.dirname(edgernn.__file__)
     root = tmp_path / "copy"
     shutil.copytree(src, root / "edgernn", ignore=shutil.ignore_patterns("__pycache__"))
-    env = dict(os.environ, PYTHONPATH=str(root), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    path = os.pathsep.join([str(root)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env = dict(os.environ, PYTHONPATH=path, NUMBA_CACHE_DIR=str(tmp_path / "cache"))  # the copy first
 
     def run():
         out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, cwd=root,
