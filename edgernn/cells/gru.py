@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._activations import FAST_SIGMOID, FAST_TANH, ONE, ZERO, act_vec, dact1, fast_tanh  # noqa: F401
+from .._activations import FAST_SIGMOID, FAST_TANH, ONE, ZERO, act_vec, fast_tanh
 from .._config import jit
-from ._ops import (  # noqa: F401
-    F_INPUT_FORGET,
+from ._ops import (
     F_LBR,
-    F_PEEP,
     F_RSEQ,
     H_VALID,
     M_BIAS,
-    M_C,
     M_C0,
     M_C1,
-    M_C2,
     M_F,
     M_FLAGS,
     M_G,

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._activations import FAST_SIGMOID, FAST_TANH, ONE, ZERO, act_vec, dact1, fast_tanh  # noqa: F401
+from .._activations import FAST_SIGMOID, FAST_TANH, ONE, act_vec, dact1, fast_tanh
 from .._config import jit
-from ._ops import (  # noqa: F401
+from ._ops import (
     F_INPUT_FORGET,
-    F_LBR,
     F_PEEP,
     F_RSEQ,
     H_VALID,
@@ -31,8 +30,6 @@ from ._ops import (  # noqa: F401
     M_OUT,
     M_OUTS,
     M_P,
-    M_S,
-    M_S2,
     M_T,
     M_W,
     act_span,

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._activations import FAST_SIGMOID, FAST_TANH, ONE, ZERO, act_vec, dact1, fast_tanh  # noqa: F401
+from .._activations import act_vec
 from .._config import jit
-from ._ops import (  # noqa: F401
-    F_INPUT_FORGET,
-    F_LBR,
-    F_PEEP,
+from ._ops import (
     F_RSEQ,
     H_VALID,
     M_BIAS,
-    M_C,
     M_C0,
-    M_C1,
-    M_C2,
     M_F,
     M_FLAGS,
     M_G,
@@ -31,10 +25,6 @@ from ._ops import (  # noqa: F401
     M_O,
     M_OUT,
     M_OUTS,
-    M_P,
-    M_S,
-    M_S2,
-    M_T,
     M_W,
     act_span,
     clamp_into,
@@ -42,15 +32,11 @@ from ._ops import (  # noqa: F401
     dact,
     dout,
     emit,
-    fast_sigmoid,
     flush_tiny,
-    gemm_rows,
     matmul,
     mv_flat,
     out_deriv,
     pack_fused,
-    restore_cols,
-    zero_cols,
 )
 from .base import Cell, register
 
