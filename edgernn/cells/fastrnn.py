@@ -465,13 +465,8 @@ def _fast_layer_mixin():
                 g["U2"] = p["U1"].transpose(0, 2, 1) @ dU
             return g
 
-        def _check_input(self, x):
-            x = np.asarray(x)
-            I = (self.params["W2"] if self.wrank else self.params["W"]).shape[2]
-            if x.ndim != 3 or x.shape[2] != I:
-                raise ValueError(f"{type(self).__name__} {self.name!r}: expected input (batch, time, {I}), "
-                                 f"got shape {x.shape}")
-            return x.astype(self.dtype, copy=False)
+        def _input_features(self):
+            return (self.params["W2"] if self.wrank else self.params["W"]).shape[2]
 
         # ---- sparsity (iterative hard thresholding) ------------------------------------
         def _threshold(self):

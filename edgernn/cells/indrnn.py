@@ -301,13 +301,6 @@ def _layer_class():
             R = np.stack([np.diag(u[d]) for d in range(u.shape[0])])  # (D, H, H)
             return {"W": self.params["W"], "R": R, "Wb": self.bias_or_zeros(), "Rb": np.zeros_like(u), "P": None}
 
-        def _check_input(self, x):
-            x = np.asarray(x)
-            I = self.params["W"].shape[2]
-            if x.ndim != 3 or x.shape[2] != I:
-                raise ValueError(f"IndRNN {self.name!r}: expected input (batch, time, {I}), got shape {x.shape}")
-            return x.astype(self.dtype, copy=False)
-
         def _run(self, x, init, lengths, train):
             act = self.onnx_activations[: 1] * self.num_directions
             out = indrnn(x, self.params["W"], self.params["u"], self.params.get("b"), init[0], lengths=lengths,

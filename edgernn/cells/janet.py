@@ -465,13 +465,6 @@ def _layer_class():
                                           np.float32)
             return {"W": Wl, "R": Rl, "Wb": Wb, "Rb": Rb, "P": None}
 
-        def _check_input(self, x):
-            x = np.asarray(x)
-            I = self.params["W"].shape[2]
-            if x.ndim != 3 or x.shape[2] != I:
-                raise ValueError(f"JANET {self.name!r}: expected input (batch, time, {I}), got shape {x.shape}")
-            return x.astype(self.dtype, copy=False)
-
         def _run(self, x, init, lengths, train):
             out = janet(x, self.params["W"], self.params["U"], self.params.get("b"), init[0], lengths=lengths,
                         direction=self.direction, beta=self.beta, train=train)

@@ -506,12 +506,8 @@ def _layer_class():
         def onnx_weights(self):
             return dict(self.params)
 
-        def _check_input(self, x):
-            x = np.asarray(x)
-            I = self.params["W"].shape[2] // self.window
-            if x.ndim != 3 or x.shape[2] != I:
-                raise ValueError(f"QRNN {self.name!r}: expected input (batch, time, {I}), got shape {x.shape}")
-            return x.astype(self.dtype, copy=False)
+        def _input_features(self):
+            return self.params["W"].shape[2] // self.window
 
         def _run(self, x, init, lengths, train):
             out = qrnn(x, self.params["W"], self.params.get("b"), init[0], init[1], lengths=lengths,

@@ -536,13 +536,6 @@ def _layer_class():
         def onnx_weights(self):
             return dict(self.params)
 
-        def _check_input(self, x):
-            x = np.asarray(x)
-            I = self.params["W"].shape[2]
-            if x.ndim != 3 or x.shape[2] != I:
-                raise ValueError(f"SRU {self.name!r}: expected input (batch, time, {I}), got shape {x.shape}")
-            return x.astype(self.dtype, copy=False)
-
         def _run(self, x, init, lengths, train):
             p = self.params
             K = p["W"].shape[1] // self.units

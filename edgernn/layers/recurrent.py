@@ -275,9 +275,13 @@ class RecurrentLayer(Layer):
         return np.stack([d * A[..., 1, :], d * A[..., 0, :]], axis=-2)
 
     # ---- forward / backward ----------------------------------------------------------------
+    def _input_features(self):
+        """Features per input step (a cell whose input weights are shaped otherwise overrides this)."""
+        return self.params["W"].shape[2]
+
     def _check_input(self, x):
         x = np.asarray(x)
-        I = self.params["W"].shape[2]
+        I = self._input_features()
         if x.ndim != 3 or x.shape[2] != I:
             raise ValueError(f"{type(self).__name__} {self.name!r}: expected input (batch, time, {I}), "
                              f"got shape {x.shape}")
