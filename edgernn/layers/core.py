@@ -6,6 +6,26 @@ model's backward pass is just the layers' ``backward`` in reverse order.
 
 Variable-length batches travel as ``lengths`` (int array ``(B,)``, trailing padding):
 ``Masking`` and ``Embedding(mask_zero=True)`` compute them, other layers pass them on.
+
+Layers with several inputs (the functional API: ``Concatenate``, ``Attention``, ...)
+------------------------------------------------------------------------------------
+A layer with ``multi_input = True`` receives lists, one entry per input, in the order of
+the call ``layer([a, b, ...])``:
+
+- ``build(input_shapes)`` / ``compute_output_shape(input_shapes)``: a list of sample shapes
+  (no batch axis);
+- ``compute_lengths(xs, lengths)``: ``lengths`` is a list (entries None or int ``(B,)``);
+  returns the lengths of the output (None when the output has no padding);
+- ``forward(xs, lengths=[...], training, need_grad)``;
+- ``backward(dy)`` returns a list with one gradient per input (None for an input without one,
+  e.g. token ids).
+
+A layer with several outputs (``return_state``, ``return_attention_scores``) returns a list
+from ``forward`` and ``compute_output_shape``, and its ``backward`` receives a list of the same
+length whose entries may be None (an output nothing depended on).
+
+``forward(..., need_grad=False)`` (inference) writes nothing on the layer, so inference may
+run in several threads at once; ``backward`` fills ``self.grads`` (same keys as ``params``).
 """
 
 from __future__ import annotations

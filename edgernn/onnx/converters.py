@@ -111,10 +111,16 @@ class Value:
     name : str
     time_axis : int or None
         0 for time-major (T, B, F), 1 for batch-first (B, T, F), None without a time axis.
+    lengths : str or None
+        int64 (B,) valid steps of this tensor (graph models, where each tensor may have its
+        own). A single-input converter reads ``ctx.lengths`` (set to its input's lengths) and may
+        change it; a multi-input converter receives a list of Values and sets ``lengths`` on
+        the Value it returns.
     """
 
     name: str
     time_axis: int | None
+    lengths: str | None = None
 
 
 @dataclass
