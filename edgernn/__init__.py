@@ -7,6 +7,8 @@ onnxruntime, and plotting in examples needs matplotlib.
 from . import callbacks, cells, functional, initializers, layers, losses, metrics, optimizers
 from ._config import get_num_threads, set_num_threads
 from .callbacks import TrainingDiverged
+from .graph import Model
+from .layers.core import Input
 from .models import Sequential
 from .saving import ModelFileError, load_model
 
@@ -14,5 +16,5 @@ __version__ = "0.1.0"
 
 cells.load_all()  # registers every cell module (their layers and functional API)
 
-__all__ = ["functional", "set_num_threads", "get_num_threads", "__version__", "Sequential", "load_model",
+__all__ = ["functional", "set_num_threads", "get_num_threads", "__version__", "Sequential", "Model", "Input", "load_model",
            "TrainingDiverged", "ModelFileError", "layers", "losses", "metrics", "optimizers", "callbacks", "initializers"]

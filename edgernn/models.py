@@ -45,10 +45,10 @@ from . import metrics as metrics_mod
 from . import optimizers as optimizers_mod
 from ._config import with_blas_limit
 from .layers import get as get_layer_class
-from .layers.core import Embedding, Input, Layer, _snake
+from .layers.core import Embedding, KerasTensor, Layer, _snake
 from .layers.recurrent import Bidirectional, RecurrentLayer
 
-__all__ = ["Sequential"]
+__all__ = ["Sequential"]  # and Model (module __getattr__)
 
 logger = logging.getLogger("edgernn")
 
@@ -131,10 +131,13 @@ class Sequential:
 
     def add(self, layer):
         """Append a layer (or an ``Input`` declaring the input shape, before any layer)."""
-        if isinstance(layer, Input):
+        if isinstance(layer, KerasTensor):
+            if layer.node is not None:
+                raise TypeError("Sequential.add expects a Layer or Input(...), got the output of layer "
+                                f"{layer.node.layer.name!r} (for graphs of layers use Model(inputs, outputs))")
             if self._layers or self.input_shape is not None:
                 raise ValueError("Input(...) must come first, before any layer")
-            self.input_shape = layer.shape
+            self.input_shape = layer.sample_shape
             return
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add expects a Layer, got {type(layer).__name__}")
@@ -248,49 +251,13 @@ class Sequential:
 
     def _prepare_x(self, x, lengths=None, where="x"):
         """-> (X array (N, ...), lengths (N,) int64 or None, ragged: bool)."""
-        ragged = False
-        if isinstance(x, (list, tuple)) and len(x) and all(hasattr(a, "__len__") for a in x):
-            items = [np.asarray(a) for a in x]
-            shapes = {a.shape for a in items}
-            if len(shapes) > 1:
-                if any(a.ndim == 0 for a in items) or len({a.shape[1:] for a in items}) != 1:
-                    raise ValueError(f"{where}: a list of sequences may differ in length only, "
-                                     f"got shapes {sorted(shapes)[:4]}")
-                L = np.array([a.shape[0] for a in items], np.int64)
-                X = np.zeros((len(items), int(L.max())) + items[0].shape[1:], np.result_type(*items))
-                for i, a in enumerate(items):  # once per call, not per batch
-                    X[i, : len(a)] = a
-                if lengths is not None:
-                    raise ValueError(f"{where}: give either a list of sequences or lengths=, not both")
-                lengths, ragged = L, True
-            else:
-                X = np.stack(items) if items[0].ndim else np.asarray(items)
-        else:
-            X = np.asarray(x)
-        if X.dtype.kind not in "fiub":
-            raise TypeError(f"{where}: expected numbers, got dtype {X.dtype}")
-        if self._int_input():
-            if X.dtype.kind == "f" and not np.array_equal(X, np.round(X)):
-                raise ValueError(f"{where}: the model starts with Embedding and expects integer token ids")
-            X = X.astype(np.int64, copy=False)
-        else:
-            X = X.astype(self.dtype, copy=False)
-        if X.ndim == 0 or X.shape[0] == 0:
-            raise ValueError(f"{where}: empty input (shape {X.shape})")
+        X, lengths, ragged = _prepare_array(x, lengths, where, self.dtype, self._int_input())
         if not self.built:
             shape = X.shape[1:]
             if X.ndim == 3 or (self._int_input() and X.ndim == 2):
                 shape = (None,) + shape[1:]
             self.build(shape)
         self._check_input_shape(X, where)
-        if lengths is not None:
-            lengths = np.asarray(lengths)
-            if lengths.dtype.kind not in "iu" or lengths.shape != (X.shape[0],):
-                raise ValueError(f"lengths: expected {X.shape[0]} integers, got shape {lengths.shape} "
-                                 f"dtype {lengths.dtype}")
-            if lengths.size and (lengths.min() < 0 or lengths.max() > X.shape[1]):
-                raise ValueError(f"lengths: values must be in [0, {X.shape[1]}]")
-            lengths = lengths.astype(np.int64)
         return X, lengths, ragged
 
     def _check_input_shape(self, X, where):
@@ -1108,6 +1075,49 @@ class Sequential:
 
 
 # ---- argument checks ----------------------------------------------------------------------------
+def _prepare_array(x, lengths, where, dtype, int_input):
+    """One input: an array, or a list of sequences of different lengths (padded here, their lengths
+    returned) -> (X (N, ...), lengths (N,) int64 or None, ragged: bool)."""
+    ragged = False
+    if isinstance(x, (list, tuple)) and len(x) and all(hasattr(a, "__len__") for a in x):
+        items = [np.asarray(a) for a in x]
+        shapes = {a.shape for a in items}
+        if len(shapes) > 1:
+            if any(a.ndim == 0 for a in items) or len({a.shape[1:] for a in items}) != 1:
+                raise ValueError(f"{where}: a list of sequences may differ in length only, "
+                                 f"got shapes {sorted(shapes)[:4]}")
+            L = np.array([a.shape[0] for a in items], np.int64)
+            X = np.zeros((len(items), int(L.max())) + items[0].shape[1:], np.result_type(*items))
+            for i, a in enumerate(items):  # once per call, not per batch
+                X[i, : len(a)] = a
+            if lengths is not None:
+                raise ValueError(f"{where}: give either a list of sequences or lengths=, not both")
+            lengths, ragged = L, True
+        else:
+            X = np.stack(items) if items[0].ndim else np.asarray(items)
+    else:
+        X = np.asarray(x)
+    if X.dtype.kind not in "fiub":
+        raise TypeError(f"{where}: expected numbers, got dtype {X.dtype}")
+    if int_input:
+        if X.dtype.kind == "f" and not np.array_equal(X, np.round(X)):
+            raise ValueError(f"{where}: the model starts with Embedding and expects integer token ids")
+        X = X.astype(np.int64, copy=False)
+    else:
+        X = X.astype(dtype, copy=False)
+    if X.ndim == 0 or X.shape[0] == 0:
+        raise ValueError(f"{where}: empty input (shape {X.shape})")
+    if lengths is not None:
+        lengths = np.asarray(lengths)
+        if lengths.dtype.kind not in "iu" or lengths.shape != (X.shape[0],):
+            raise ValueError(f"lengths: expected {X.shape[0]} integers, got shape {lengths.shape} "
+                             f"dtype {lengths.dtype}")
+        if lengths.size and (lengths.min() < 0 or (X.ndim >= 2 and lengths.max() > X.shape[1])):
+            raise ValueError(f"lengths: values must be in [0, {X.shape[1] if X.ndim >= 2 else 0}]")
+        lengths = lengths.astype(np.int64)
+    return X, lengths, ragged
+
+
 def _check_int(value, name, minimum=None):
     """``value`` as an int, or TypeError/ValueError naming ``name`` (no silent truncation of 2.7)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
@@ -1233,7 +1243,7 @@ class _ArrayBatches:
         self.batch_size, self.shuffle, self.rng = batch_size, shuffle, rng
         self.big = big  # evaluation: the model's default chunking
         N = X.shape[0]
-        self.trim = trim and L is not None and not model._stateful()
+        self.trim = trim and isinstance(L, np.ndarray) and isinstance(X, np.ndarray) and not model._stateful()
         self.has_time = Y.ndim >= 3 or (model.loss.sparse and Y.ndim >= 2)
         self.steps_per_epoch = steps_per_epoch
         self.steps = steps_per_epoch or (len(model._batches(N, batch_size)) if big else
@@ -1344,3 +1354,11 @@ class _SourceBatches:
 
 def _first_shape(shape):
     return shape[0] if isinstance(shape, list) else shape
+
+
+def __getattr__(name):
+    if name == "Model":  # edgernn.models.Model (defined in edgernn.graph, which builds on Sequential)
+        from .graph import Model
+
+        return Model
+    raise AttributeError(f"module 'edgernn.models' has no attribute {name!r}")

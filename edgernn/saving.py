@@ -322,21 +322,24 @@ def _check_header(header):
     if header.get("format") != _FORMAT:
         raise _Bad(f"not an edgernn model file (format {json.dumps(header.get('format'))[:40]})")
     spec = header.get("model")
-    if not isinstance(spec, dict) or spec.get("class_name") != "Sequential":
+    if not isinstance(spec, dict) or spec.get("class_name") not in ("Sequential", "Model"):
         kind = spec.get("class_name") if isinstance(spec, dict) else None
         raise _Bad(f"unsupported model kind {json.dumps(kind)[:40]}")
     cfg = spec.get("config")
     if not isinstance(cfg, dict):
         raise _Bad("the model config is not a JSON object")
+    if spec["class_name"] == "Model":
+        _check_graph(cfg)
     if cfg.get("name") is not None and not isinstance(cfg.get("name"), str):
         raise _Bad("the model name must be a string")
     if cfg.get("dtype", "float32") not in ("float32", "float64"):
         raise _Bad(f"model dtype must be 'float32' or 'float64', got {json.dumps(cfg.get('dtype'))[:40]}")
     if cfg.get("seed") is not None and not _is_int(cfg.get("seed")):
         raise _Bad("the model seed must be an integer or null")
-    if cfg.get("input_shape") is None:
-        raise _Bad("the config has no input shape (the model was never built)")
-    _want_shape(cfg["input_shape"], "input_shape", LIMITS["features"])
+    if spec["class_name"] == "Sequential":
+        if cfg.get("input_shape") is None:
+            raise _Bad("the config has no input shape (the model was never built)")
+        _want_shape(cfg["input_shape"], "input_shape", LIMITS["features"])
     layers = cfg.get("layers")
     if not isinstance(layers, list) or not layers:
         raise _Bad("the config has no list of layers")
@@ -351,7 +354,7 @@ def _check_header(header):
         if nm in names:
             raise _Bad(f"duplicate layer name {nm!r}")
         names.add(nm)
-        if i < len(layers) - 1 and spec_i["config"].get("return_state"):
+        if spec["class_name"] == "Sequential" and i < len(layers) - 1 and spec_i["config"].get("return_state"):
             raise _Bad(f"layer {i} has return_state but is not the last layer")
     manifest = header.get("weights")
     if not isinstance(manifest, list):
@@ -363,6 +366,54 @@ def _check_header(header):
     if meta is not None and not isinstance(meta, dict):
         raise _Bad("the 'meta' entry of the config must be a JSON object")
     return cfg, manifest
+
+
+def _check_graph(cfg):
+    """The graph part of a functional ``Model`` config: inputs, nodes and outputs, every reference
+    pointing backwards (no cycles) and in range."""
+    ins = cfg.get("input_layers")
+    if not isinstance(ins, list) or not 1 <= len(ins) <= LIMITS["layers"]:
+        raise _Bad("the graph config has no list of inputs")
+    for k, t in enumerate(ins):
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str) or len(t["name"]) > 256:
+            raise _Bad(f"graph input {k} must be {{'name': str, 'shape': [...], 'dtype': str}}")
+        _want_shape(t.get("shape"), f"graph input {k} shape", LIMITS["features"])
+        if t.get("dtype", "float32") not in ("float32", "float64", "int32", "int64"):
+            raise _Bad(f"graph input {k}: dtype must be float32, float64, int32 or int64")
+    layers, nodes, outs = cfg.get("layers"), cfg.get("nodes"), cfg.get("outputs")
+    if not isinstance(layers, list) or not isinstance(nodes, list) or not isinstance(outs, list) or not outs:
+        raise _Bad("the graph config needs lists 'layers', 'nodes' and 'outputs'")
+    if len(nodes) > 4 * LIMITS["layers"] or len(outs) > LIMITS["layers"]:
+        raise _Bad(f"{len(nodes)} layer calls, more than the limit of {4 * LIMITS['layers']}")
+
+    def ref(r, n, where):
+        if not (isinstance(r, list) and len(r) == 2 and all(_is_int(v) for v in r)):
+            raise _Bad(f"{where}: a tensor reference must be [node, output]")
+        if r[0] == -1:
+            if not 0 <= r[1] < len(ins):
+                raise _Bad(f"{where}: input {r[1]} out of range")
+        elif not (0 <= r[0] < n and 0 <= r[1] < 64):
+            raise _Bad(f"{where}: reference {r} does not point to an earlier layer call")
+
+    for i, nd in enumerate(nodes):
+        w = f"layer call {i}"
+        if not isinstance(nd, dict) or not _is_int(nd.get("layer")) or not 0 <= nd["layer"] < len(layers):
+            raise _Bad(f"{w}: 'layer' must index the layers list")
+        refs = nd.get("inputs")
+        if not isinstance(refs, list) or not 1 <= len(refs) <= 256:
+            raise _Bad(f"{w}: 'inputs' must be a list of tensor references")
+        for r in refs:
+            ref(r, i, w)
+        n_main, n_state = nd.get("n_main"), nd.get("n_state", 0)
+        if not (_is_int(n_main) and _is_int(n_state) and n_main >= 1 and n_state >= 0
+                and n_main + n_state == len(refs)):
+            raise _Bad(f"{w}: n_main/n_state do not match its inputs")
+        kw = nd.get("kwargs", {})
+        if not isinstance(kw, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, (bool, str))
+                                                                       or _is_num(v)) for k, v in kw.items()):
+            raise _Bad(f"{w}: call arguments must be plain values")
+    for r in outs:
+        ref(r, len(nodes), "graph outputs")
 
 
 def _expected_weights(layer, input_shape, dtype):
@@ -574,8 +625,19 @@ def _load(f, size, path, compile):
             except (TypeError, ValueError, NotImplementedError) as exc:
                 raise _Bad(f"layer {i} ({spec['class_name']}): {exc}") from None
     expected = {}
-    shape = tuple(cfg["input_shape"])
     known = True
+    graph = None
+    if header["model"]["class_name"] == "Model":  # built (zeros; sizes bounded by the checked configs)
+        from .graph import Model
+
+        with initializers.skip_random_init():
+            try:
+                graph = Model.from_config(cfg, layers)
+            except (TypeError, ValueError, KeyError, IndexError, NotImplementedError) as exc:
+                raise _Bad(f"the graph cannot be rebuilt: {exc}") from None
+        expected = _expected_from_model(graph)
+        layers = []
+    shape = tuple(cfg.get("input_shape") or ())
     for i, layer in enumerate(layers):
         ws = _expected_weights(layer, shape, dtype)
         if ws is None:
@@ -634,10 +696,13 @@ def _load(f, size, path, compile):
         headers[name] = (fortran, a_dtype, hlen)
 
     # everything checked: build (zeros, no random initialisation) and read each array into place
-    model = Sequential(name=cfg.get("name"), dtype=dtype.name, seed=cfg.get("seed"))
-    model._layers = layers
-    with initializers.skip_random_init():
-        model.build(tuple(cfg["input_shape"]))
+    if graph is not None:
+        model = graph
+    else:
+        model = Sequential(name=cfg.get("name"), dtype=dtype.name, seed=cfg.get("seed"))
+        model._layers = layers
+        with initializers.skip_random_init():
+            model.build(tuple(cfg["input_shape"]))
     if _expected_from_model(model) != declared:
         raise _Bad("the weight manifest does not match the layers of the config")
     for i, layer in enumerate(model.layers):

@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import initializers
 
-__all__ = ["Layer", "Input", "InputLayer", "Dense", "Dropout", "Activation", "Embedding", "Masking",
+__all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Dropout", "Activation", "Embedding", "Masking",
            "ACTIVATIONS"]
 
 
@@ -127,10 +127,27 @@ class Layer:
         """Gradient w.r.t. the input of the last ``forward``; fills ``self.grads``."""
         raise NotImplementedError
 
-    def __call__(self, x, lengths=None, training=False):
+    multi_input = False  # True: called on a list of inputs (see the module docstring)
+
+    def __call__(self, x, lengths=None, training=False, **kwargs):
+        """On arrays: build if needed and run ``forward`` (inference unless ``training``).
+        On symbolic tensors (``Input(...)`` and what layers return from them): record the call
+        for a ``Model`` (the functional API) and return the output tensor(s)."""
+        from ..graph import call_symbolic, is_symbolic
+
+        if is_symbolic(x) or is_symbolic(kwargs.get("initial_state")):
+            if lengths is not None:
+                raise ValueError(f"layer {self.name!r}: lengths= is for arrays; in a model masks come from "
+                                 "Masking / Embedding(mask_zero=True)")
+            return call_symbolic(self, x, kwargs)
+        if self.multi_input:
+            xs = [np.asarray(a) for a in x]
+            if not self.built:
+                self.build([a.shape[1:] for a in xs])
+            return self.forward(xs, lengths=lengths, training=training, need_grad=False, **kwargs)
         if not self.built:
             self.build(np.shape(x)[1:])
-        return self.forward(np.asarray(x), lengths=lengths, training=training)
+        return self.forward(np.asarray(x), lengths=lengths, training=training, **kwargs)
 
     def _random(self):
         if self._rng is None:
@@ -192,26 +209,93 @@ class Layer:
         return f"<{type(self).__name__} name={self.name!r} built={self.built}>"
 
 
-class Input:
-    """Keras-style input declaration for ``Sequential([Input(shape=(None, 1)), ...])``.
+class KerasTensor:
+    """A symbolic tensor: the shape and dtype of a value in a model being defined.
 
-    Not a layer: a model takes the input shape from it and drops it.
+    Attributes
+    ----------
+    shape : tuple
+        With the batch axis first (``None``), as Keras: ``Input(shape=(None, 3)).shape`` is
+        ``(None, None, 3)``.
+    sample_shape : tuple
+        Without the batch axis.
+    dtype : numpy.dtype
+    node : Node or None
+        The call that produced it (None for a model input).
+    index : int
+        Which output of ``node`` it is.
+    name : str
+    """
+
+    def __init__(self, sample_shape, dtype, node=None, index=0, name=None):
+        self.sample_shape = tuple(None if d is None else int(d) for d in sample_shape)
+        self.dtype = np.dtype(dtype)
+        self.node = node
+        self.index = index
+        self.name = name
+
+    @property
+    def shape(self):
+        return (None,) + self.sample_shape
+
+    @property
+    def ndim(self):
+        return len(self.sample_shape) + 1
+
+    def __repr__(self):
+        src = "input" if self.node is None else f"{self.node.layer.name}[{self.index}]"
+        return f"<KerasTensor shape={self.shape} dtype={self.dtype.name} from {src}>"
+
+    def __array__(self, *args, **kwargs):
+        raise TypeError("a KerasTensor is symbolic (a placeholder in a model definition) and has no values; "
+                        "build a Model(inputs, outputs) and call model.predict(x)")
+
+
+def Input(shape=None, batch_size=None, name=None, dtype=None, batch_shape=None, sparse=None):  # noqa: N802
+    """A model input (Keras' ``keras.Input``).
 
     Parameters
     ----------
     shape : tuple
-        Shape of one sample without the batch axis, e.g. ``(None, 1)``.
+        One sample's shape without the batch axis, e.g. ``(None, 3)`` for sequences of any
+        length with 3 features, ``(None,)`` for token ids.
     batch_size : int, optional
         Ignored (accepted for Keras compatibility).
-    """
+    name : str, optional
+        Names the input (and the ONNX graph input); default ``"input"``, ``"input_1"``, ...
+    dtype : str, optional
+        ``"float32"`` (default) or an integer type for token ids (``"int32"``, ``"int64"``).
+    batch_shape : tuple, optional
+        Keras style ``(batch, *shape)``.
 
-    def __init__(self, shape=None, batch_size=None, name=None, batch_shape=None, dtype=None):
-        if shape is None and batch_shape is not None:
-            shape = tuple(batch_shape)[1:]
-        if shape is None:
-            raise ValueError("Input: shape is required, e.g. Input(shape=(None, 1))")
-        self.shape = tuple(None if d is None else int(d) for d in shape)
-        self.name = name
+    Returns
+    -------
+    KerasTensor
+        Usable as the first item of ``Sequential([...])`` too.
+    """
+    if shape is None and batch_shape is not None:
+        shape = tuple(batch_shape)[1:]
+    if shape is None:
+        raise ValueError("Input: shape is required, e.g. Input(shape=(None, 1))")
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),)
+    try:
+        shape = tuple(None if d is None else int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"Input: shape must be a tuple of ints or None, got {shape!r}") from None
+    if any(d is not None and d < 1 for d in shape) or not shape:
+        raise ValueError(f"Input: shape must be a non-empty tuple of positive ints or None, got {shape}")
+    if sparse:
+        raise ValueError("Input: sparse inputs are not supported")
+    dt = np.dtype(dtype or "float32")
+    if dt.kind not in "f" + "iu":
+        raise TypeError(f"Input: dtype must be a float or integer type, got {dt}")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"Input: name must be a string, got {type(name).__name__}")
+    return KerasTensor(shape, dt, None, 0, name)
+
+
+InputLayer = Input
 
 
 InputLayer = Input
