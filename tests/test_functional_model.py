@@ -230,3 +230,39 @@ def test_errors_name_the_problem(rng):
         two.predict({"input": np.zeros((2, 4, 3)), "nope": np.zeros((2, 4, 3))})
     with pytest.raises(TypeError, match="symbolic"):
         np.asarray(y)
+
+
+# ---- ONNX ----------------------------------------------------------------------------------------
+def test_graph_export_verified_in_onnxruntime(tmp_path, rng):
+    pytest.importorskip("onnxruntime")
+    from edgernn import onnx as eo
+
+    enc_in = Input(shape=(None, 3), name="enc")
+    dec_in = Input(shape=(None, 2), name="dec")
+    masked = Masking()(enc_in)
+    _, h, c = LSTM(5, return_state=True)(masked)
+    seq = LSTM(5, return_sequences=True)(dec_in, initial_state=[h, c])
+    y = Dense(2)(seq)
+    z = Dense(1, name="score")(GRU(3)(seq))
+    model = Model([enc_in, dec_in], [y, z], seed=0)
+    randomize(model)
+    path = eo.export(model, tmp_path / "g.onnx", verify=True)
+    report = eo.verify(model, path)
+    assert report.passed and len(report.cases) >= 10 and report.weights_compared > 0
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["enc", "dec"]
+    assert [o.name for o in sess.get_outputs()] == ["dense", "score"]
+    with pytest.raises(eo.UnsupportedError, match="streaming"):
+        eo.export(model, tmp_path / "s.onnx", streaming=True)
+
+
+def test_chain_model_exports_like_sequential(tmp_path, rng):
+    pytest.importorskip("onnxruntime")
+    from edgernn import onnx as eo
+
+    a = Input(shape=(None, 2))
+    model = Model(a, Dense(1)(GRU(4, return_sequences=True)(a)), seed=0)
+    eo.export(model, tmp_path / "full.onnx", verify=True)
+    eo.export(model, tmp_path / "step.onnx", streaming=True, verify=True)

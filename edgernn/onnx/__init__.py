@@ -161,8 +161,21 @@ def build_model(model, streaming=False, opset=None, lengths_input=False, preproc
         Bad opset, unbuilt model.
     """
     from .. import __version__
+    from . import graph_model
     from . import preprocess as _pp
 
+    if graph_model.is_graph(model):
+        opset = _resolve_opset(opset)
+        _model_layers(model)
+        g, ctx, names = graph_model.convert_model(model, streaming=bool(streaming), opset=opset,
+                                                  lengths_input=bool(lengths_input))
+        meta = {"edgernn_version": __version__, **graph_model.meta_of(model, ctx, names, opset),
+                "layers": json.dumps(_layer_summary(model.layers)),
+                "summary": str(model.summary(print_fn=lambda s: None))}
+        doc = (f"edgernn {__version__} full-sequence graph of functional model {model.name}: "
+               f"{len(model.layers)} layers, inputs {model.input_names}, outputs {names}")
+        return g.make_model(model.name or "edgernn", meta, doc)
+    model = graph_model.as_sequential(model)  # a chain: exactly the Sequential export
     fc = _pp.forecast_settings(model) if preprocess else None
     if fc is not None:
         if lengths_input:
@@ -692,6 +705,10 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
     FileNotFoundError
         A path that does not exist.
     """
+    from . import graph_model
+
+    graph = graph_model.is_graph(model)
+    model = graph_model.as_sequential(model)
     paths = [os.fspath(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
     report = VerifyReport(paths=paths, opsets=[], atol=float(atol), rtol=float(rtol))
     rng = np.random.default_rng(seed)
@@ -703,7 +720,10 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
             n, problems = _compare_weights(model, proto, p)
             report.weights_compared += n
             report.weight_problems += problems
-            default, no_time = _default_cases(model, meta)
+            if graph:
+                default, no_time = [(b, t) for b in (1, 5) for t in (1, 11)] + [(3, 4)], False
+            else:
+                default, no_time = _default_cases(model, meta)
             cs = list(cases) if cases is not None else default
             try:
                 sess = _session(p)
@@ -716,7 +736,9 @@ def verify(model, path, *, atol=1e-5, rtol=0.0, cases=None, seed=0, check=True):
                 verify_forecast(model, sess, meta, p, report, rng)
                 continue
             try:
-                if meta["graph"] == "streaming":
+                if graph:
+                    graph_model.verify_graph(model, sess, meta, p, report, cs, rng)
+                elif meta["graph"] == "streaming":
                     _verify_streaming(model, sess, meta, p, report, cs, no_time, rng, guard)
                 else:
                     _verify_full(model, sess, meta, p, report, cs, no_time, rng, guard)

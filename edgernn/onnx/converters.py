@@ -163,6 +163,7 @@ class ConversionContext:
     is_last: bool = False
     notes: list = field(default_factory=list)
     n_recurrent: int = 0
+    graph_mode: bool = False  # a functional Model: converters return every output of a layer as Values
     step_valid: str | None = None
     input_name: str = "x"
     input_kind: str = "float"
@@ -396,12 +397,12 @@ def _recurrent_checks(ctx, layer, x):
         what = "Bidirectional" if layer.direction == "bidirectional" else "go_backwards=True"
         raise UnsupportedError(layer, what + " in a streaming graph",
                                "a step-by-step graph can only run forward in time")
-    if layer.return_state and not ctx.is_last:
+    if layer.return_state and not ctx.is_last and not ctx.graph_mode:
         raise UnsupportedError(layer, "return_state=True on a layer that is not the last one")
 
 
 @register(SimpleRNN, GRU, LSTM, Bidirectional)
-def convert_recurrent(ctx, layer, x):
+def convert_recurrent(ctx, layer, x, initial_state=None):
     """SimpleRNN / GRU / LSTM / Bidirectional as one native ``RNN``/``GRU``/``LSTM`` node.
 
     Full graph: time-major ``layout=0`` node with ``sequence_lens`` when the model has lengths;
@@ -413,8 +414,14 @@ def convert_recurrent(ctx, layer, x):
     initial state from graph inputs and return the final state.
 
     Streaming graph: one step, states from/to graph inputs/outputs; forward direction only.
+
+    In a functional ``Model`` (``ctx.graph_mode``), ``initial_state`` are the Values of the
+    state tensors the layer was called with (Keras order), and a layer with ``return_state``
+    returns ``[y, *states]`` as Values.
     """
     _recurrent_checks(ctx, layer, x)
+    if initial_state is not None and (ctx.streaming or layer.stateful):
+        raise UnsupportedError(layer, "initial_state from other tensors in a streaming graph or a stateful layer")
     g = ctx.g
     cell, H, D = layer.cell, int(layer.units), (2 if layer.direction == "bidirectional" else 1)
     k = ctx.n_recurrent
@@ -447,6 +454,11 @@ def convert_recurrent(ctx, layer, x):
                 g.add_input(iname, FLOAT, ["batch", width[kind]])
                 ctx.states.append(StateSpec(iname, oname, layer.name, kind, width[kind]))
                 parts.append(g.unsqueeze(iname, [0]))
+            init[kind] = parts[0] if D == 1 else g.op("Concat", parts, axis=0, base=f"{base}_init_{kind}")
+    if initial_state is not None:  # Keras order: the states of direction 0, then of direction 1
+        n = len(kinds)
+        for j, kind in enumerate(kinds):
+            parts = [g.unsqueeze(initial_state[d * n + j].name, [0]) for d in range(D)]
             init[kind] = parts[0] if D == 1 else g.op("Concat", parts, axis=0, base=f"{base}_init_{kind}")
 
     if spec.onnx_op is None:  # no native node: the cell's step, in a Scan for full sequences
@@ -500,12 +512,19 @@ def convert_recurrent(ctx, layer, x):
     if carry:
         for (kind, d), oname in names.items():
             g.add_output(oname, per_dir[(kind, d)], FLOAT, ["batch", width[kind]])
-    if layer.return_state:
+    if layer.return_state and not ctx.graph_mode:
         for d in range(D):
             for kind in cell_kinds:
                 iname, oname = _state_names(k, kind, d, D)
                 ctx.extra_outputs.append((oname, per_dir[(kind, d)], H))
+    y = _recurrent_output(ctx, layer, Y, finals, per_dir, out_kind, out_step, D, base)
+    if layer.return_state and ctx.graph_mode:
+        return [y] + [Value(per_dir[(kind, d)], None) for d in range(D) for kind in cell_kinds]
+    return y
 
+
+def _recurrent_output(ctx, layer, Y, finals, per_dir, out_kind, out_step, D, base):
+    g = ctx.g
     if ctx.streaming:
         return Value(per_dir[(out_kind, 0)] if out_step is None else out_step, None)  # one step: Y[0] == Y_h
     if layer.return_sequences:
