@@ -820,14 +820,15 @@ class Model(Sequential):
         return [nd.layer for nd in self._nodes], None
 
     def stream(self, batch_size=1):
-        """Step-by-step inference (see ``edgernn.streaming``) for a model whose graph is a chain of
-        causal layers; other graphs are refused, naming the first layer that is not in a chain."""
-        layers, nd = self._chain()
+        """Step-by-step inference: a chain of layers through the jitted engine of
+        ``edgernn.streaming``, any other graph of causal layers through
+        :class:`edgernn.graph_stream.GraphStream`; refused (``ValueError`` naming the layer) when a
+        layer needs the whole sequence."""
+        layers, _ = self._chain()
         if layers is None:
-            where = f" at layer {nd.layer.name!r} ({type(nd.layer).__name__})" if nd is not None else ""
-            raise ValueError(f"stream: model {self.name!r} is a graph{where}; streaming runs chains of layers "
-                             "(one input, one output, each layer reading the previous one). Export the model to "
-                             "ONNX for a full-sequence deployment")
+            from .graph_stream import GraphStream
+
+            return GraphStream(self, batch_size)
         seq = Sequential(name=self.name, dtype=self.dtype.name)
         seq._layers = layers
         seq.input_shape = self.input_shape

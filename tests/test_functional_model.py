@@ -195,8 +195,32 @@ def test_chain_model_streams_graph_refused(rng):
     b = Input(shape=(None, 2))
     _, h = GRU(4, return_state=True)(a)
     two = Model([a, b], Dense(1)(GRU(4, return_sequences=True)(b, initial_state=h)))
-    with pytest.raises(ValueError, match="graph"):
+    with pytest.raises(ValueError, match="initial state"):
         two.stream()
+    from edgernn.layers import Bidirectional
+
+    bi = Model(a, Dense(1)(Bidirectional(GRU(3))(a)))
+    with pytest.raises(ValueError, match="bidirectional"):
+        bi.stream()
+
+
+def test_graph_of_causal_layers_streams(rng):
+    a = Input(shape=(None, 2), name="a")
+    b = Input(shape=(None, 3), name="b")
+    ha = LSTM(4, return_sequences=True)(a)
+    hb = GRU(4)(b)  # no time axis: its output at each step is the state so far
+    y = Dense(2)(Dense(3, activation="tanh")(ha))
+    z = Dense(1)(hb)
+    model = Model([a, b], [y, z], seed=0)
+    X = [rng.standard_normal((2, 7, 2)).astype(np.float32), rng.standard_normal((2, 7, 3)).astype(np.float32)]
+    s = model.stream(batch_size=2)
+    ys, zs = zip(*[s.step([X[0][:, t], X[1][:, t]]) for t in range(7)], strict=True)
+    full_y, full_z = model.predict(X)
+    np.testing.assert_allclose(np.stack(ys, axis=1), full_y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(zs[-1], full_z, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(zs[3], model.predict([X[0][:, :4], X[1][:, :4]])[1], rtol=1e-5, atol=1e-6)
+    s.reset()
+    np.testing.assert_allclose(s.step({"a": X[0][:, 0], "b": X[1][:, 0]})[0], full_y[:, 0], rtol=1e-5, atol=1e-6)
 
 
 # ---- errors ---------------------------------------------------------------------------------------

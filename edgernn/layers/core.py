@@ -26,6 +26,11 @@ length whose entries may be None (an output nothing depended on).
 
 ``forward(..., need_grad=False)`` (inference) writes nothing on the layer, so inference may
 run in several threads at once; ``backward`` fills ``self.grads`` (same keys as ``params``).
+
+Streaming a functional model (``edgernn.graph_stream``): a layer with ``pointwise = True``
+computes each time step from that step alone (its ``forward`` is run on ``(batch, features)``);
+a causal layer with a state in time implements ``stream_state(batch_size) -> dict of arrays``
+and ``stream_step(x, state) -> y`` (one step, updating ``state`` in place).
 """
 
 from __future__ import annotations
@@ -359,6 +364,8 @@ class Dense(Layer):
     params : ``"kernel"`` (F, units) and ``"bias"`` (units,) (Keras layout).
     """
 
+    pointwise = True
+
     def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
@@ -414,6 +421,8 @@ class Dense(Layer):
 class Activation(Layer):
     """Elementwise activation by Keras name (``"linear"``, ``"tanh"``, ``"softmax"`` ...)."""
 
+    pointwise = True
+
     def __init__(self, activation, **kwargs):
         super().__init__(**kwargs)
         self.activation = _activation(activation)
@@ -447,6 +456,8 @@ class Dropout(Layer):
     seed : int, optional
         Own random stream; by default a model hands its seeded training stream to the layer.
     """
+
+    pointwise = True
 
     def __init__(self, rate, noise_shape=None, seed=None, **kwargs):
         super().__init__(**kwargs)
