@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from edgernn import Sequential, load_model
-from edgernn.layers import GRU, AdditiveAttention, Attention, AttentionPooling1D, Dense
+from edgernn.layers import GRU, AdditiveAttention, Attention, AttentionPooling1D, Dense, Masking
 
 # ---- naive references ---------------------------------------------------------------------------
 KINDS = ["dot", "dot_scale", "concat", "concat_scale", "additive", "additive_noscale", "bahdanau"]
@@ -483,3 +483,113 @@ def test_sequential_gru_attention_pooling_fit_save_load(tmp_path):
     one = np.concatenate([m.predict([x]) for x in X[:5]])  # no padding at all
     np.testing.assert_allclose(one, p[:5], rtol=1e-5, atol=1e-6)
 
+
+# ---- ONNX ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ort():
+    pytest.importorskip("onnx")
+    return pytest.importorskip("onnxruntime")
+
+
+def _session(ort, model):
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("masking", [True, False])
+def test_onnx_export_attention_pooling_sequential(ort, tmp_path, masking):
+    import edgernn.onnx as eo
+
+    layers = [Masking(0.0, input_shape=(None, 3))] if masking else []
+    m = Sequential(layers + [GRU(5, return_sequences=True, input_shape=(None, 3)), AttentionPooling1D(4),
+                             Dense(2, activation="softmax")], seed=0)
+    rng = np.random.default_rng(19)
+    m.set_weights([rng.uniform(-0.8, 0.8, w.shape) for w in m.get_weights()])
+    path = tmp_path / "pool.onnx"
+    eo.export(m, path, verify=True, lengths_input=not masking)  # variable lengths, incl. 0 and 1
+    report = eo.verify(m, path)
+    assert report.passed and any("(lengths)" in c.what for c in report.cases)
+    with pytest.raises(eo.UnsupportedError, match="streaming"):
+        eo.build_model(m, streaming=True)
+
+
+def _graph(layer, xs, lengths, time_major, **kw):
+    """A graph with inputs q, v(, k) and their int64 lengths, written by the layer's converter."""
+    from onnx import TensorProto
+
+    from edgernn.onnx import ConversionContext, GraphBuilder, Value, get_converter, supported_opset
+
+    g = GraphBuilder(supported_opset())
+    ctx = ConversionContext(g=g)
+    vals = []
+    for name, a, L, tm in zip("qvk", xs, lengths, time_major, strict=False):
+        if a.ndim == 2:
+            shape, axis = ["batch", a.shape[-1]], None
+        else:
+            shape = [f"t_{name}", "batch", a.shape[-1]] if tm else ["batch", f"t_{name}", a.shape[-1]]
+            axis = 0 if tm else 1
+        g.add_input(name, TensorProto.FLOAT, shape)
+        lname = None
+        if L is not None:
+            lname = g.add_input(f"len_{name}", TensorProto.INT64, ["batch"])
+        vals.append(Value(name, axis, lname))
+    res = get_converter(layer)(ctx, layer, vals, **kw)
+    res = res if isinstance(res, list) else [res]
+    for i, r in enumerate(res):
+        assert r.time_axis in (None, 1) and r.lengths == (vals[0].lengths if r.time_axis == 1 else None)
+        g.add_output(f"y{i}", r.name, TensorProto.FLOAT, None)
+    return g.make_model()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("causal,scores,key", [(False, True, True), (True, False, False), (True, True, True)])
+def test_onnx_graph_multi_input(ort, kind, causal, scores, key):
+    rng = np.random.default_rng(20)
+    q, v, k = data(kind, key, rng)
+    layer, xs = built(kind, q, v, k, dtype="float32")
+    n = len(xs)
+    time_major = [kind in ("dot", "concat"), kind == "bahdanau", True][:n]
+    kw = {"use_causal_mask": causal, "return_attention_scores": scores}
+    sess = _session(ort, _graph(layer, xs, [1] * n, time_major, **kw))
+    # sizes and lengths never seen while building; Tq != Tv and Tq == Tv (causal)
+    for B, Tq, Tv in [(1, 3, 7), (6, 6, 6), (4, 1, 2), (5, 9, 4)]:
+        x = [rng.standard_normal((B, Tq if i == 0 else Tv, a.shape[-1])).astype(np.float32)
+             for i, a in enumerate(xs)]
+        L = [rng.integers(0, Tq + 1, B), rng.integers(0, Tv + 1, B), rng.integers(0, Tv + 1, B)][:n]
+        L[1][0] = 0  # a value of length 0
+        if B > 1:
+            L[0][1], L[1][1] = Tq, Tv
+        ref = layer.forward(x, lengths=L, need_grad=False, **kw)
+        ref = ref if isinstance(ref, list) else [ref]
+        feeds = {}
+        for name, a, Li, tm in zip("qvk", x, L, time_major, strict=False):
+            feeds[name] = np.ascontiguousarray(a.transpose(1, 0, 2)) if tm else a
+            feeds[f"len_{name}"] = Li.astype(np.int64)
+        got = sess.run(None, feeds)
+        assert len(got) == len(ref)
+        for a, b in zip(got, ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        if scores:
+            pad = np.arange(Tv)[None, None, :] >= np.minimum(L[1], L[-1])[:, None, None]
+            assert np.all(got[1][np.broadcast_to(pad, got[1].shape)] == 0.0)
+
+
+@pytest.mark.parametrize("kind", ["dot_scale", "bahdanau", "additive"])
+def test_onnx_graph_query_without_time_axis_and_no_lengths(ort, kind):
+    rng = np.random.default_rng(21)
+    q, v, k = data(kind, True, rng, squeeze=True)
+    layer, xs = built(kind, q, v, k, dtype="float32")
+    graph = _graph(layer, xs, [None, 1, None], [False, False, True], return_attention_scores=True)
+    sess = _session(ort, graph)
+    for B, Tv in [(2, 1), (7, 5)]:
+        x = [rng.standard_normal((B, q.shape[-1])), rng.standard_normal((B, Tv, 2)),
+             rng.standard_normal((B, Tv, k.shape[-1]))]
+        x = [a.astype(np.float32) for a in x]
+        Lv = rng.integers(0, Tv + 1, B)
+        ref = layer.forward(x, lengths=[None, Lv, None], need_grad=False, return_attention_scores=True)
+        got = sess.run(None, {"q": x[0], "v": x[1], "len_v": Lv.astype(np.int64),
+                              "k": np.ascontiguousarray(x[2].transpose(1, 0, 2))})
+        assert got[0].shape == (B, 2) and got[1].shape == (B, Tv)
+        for a, b in zip(got, ref, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
