@@ -344,6 +344,7 @@ def test_causal_mask_and_call_time_options():
     L = np.array([3, 1])
     assert layer.compute_lengths([q, v], [L, None]) is L
     assert layer.compute_lengths([q, v], None) is None
+    assert layer.compute_lengths(None, [L, None]) is L  # from the built shapes
 
 
 # ---- dropout ------------------------------------------------------------------------------------

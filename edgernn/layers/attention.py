@@ -146,7 +146,9 @@ class Attention(Layer):
         Default of the call argument of the same name: query step ``i`` sees keys ``j <= i``
         only. (Keras takes it at call time only; edgernn accepts it in both places.)
     return_attention_scores : bool
-        Default of the call argument: also return the weights (B, Tq, Tv).
+        Default of the call argument: also return the weights (B, Tq, Tv) (Keras: a call
+        argument only). ``forward(..., return_attention_scores=None, use_causal_mask=None)``
+        overrides both per call (None: these values).
 
     Inputs
     ------
@@ -239,12 +241,15 @@ class Attention(Layer):
         return [out, scores] if ret else out
 
     def compute_lengths(self, x, lengths):
-        """The query's lengths (None for a query without time axis)."""
+        """The query's lengths, for the output and the scores (None for a query without time axis).
+
+        ``x`` may be the list of input arrays or None (the built query shape decides then)."""
         if lengths is None or not isinstance(lengths, (list, tuple)) or not lengths:
             return None
-        if x is not None and np.ndim(x[0]) < 3:
-            return None
-        return lengths[0]
+        ndim = getattr(x[0], "ndim", None) if isinstance(x, (list, tuple)) and x else None
+        if ndim is None and self.built:
+            ndim = len(self.input_shape[0]) + 1
+        return None if ndim is not None and ndim < 3 else lengths[0]
 
     # ---- running ----------------------------------------------------------------------------
     def __call__(self, inputs, lengths=None, training=False, **kwargs):
