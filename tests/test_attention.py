@@ -412,6 +412,9 @@ def test_bad_inputs():
         layer.forward([q[..., :3], v[..., :3]])
     with pytest.raises(TypeError, match="use_causal_mask"):
         layer.forward([q, v], use_causal_mask="yes")
+    out, w = layer.forward([q, v], return_attention_scores=True)
+    with pytest.raises(ValueError, match="backward needs a list"):
+        layer.backward(np.ones_like(out))
     with pytest.raises(ValueError, match="AttentionPooling1D"):
         AttentionPooling1D().build((4,))
 

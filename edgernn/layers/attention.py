@@ -371,6 +371,9 @@ class Attention(Layer):
         ``dy`` is d(output) or, with the scores, ``[d(output), d(weights)]`` (entries may be None).
         """
         q, v, k, has_key, squeeze, sc, w_soft, mask, drop, w, qkeep, ret = self._cache
+        if ret and (not isinstance(dy, (list, tuple)) or len(dy) != 2):
+            raise ValueError(f"{type(self).__name__}: the last forward returned [output, scores]; backward "
+                             "needs a list [d(output), d(scores)] (entries may be None)")
         dout, dw_out = (dy[0], dy[1]) if ret else (dy, None)
         if dout is None:
             dout = np.zeros(w.shape[:2] + v.shape[2:], w.dtype)
