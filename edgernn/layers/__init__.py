@@ -1,15 +1,18 @@
 """Keras-style layers: ``Dense``, ``Dropout``, ``Activation``, ``Embedding``, ``Masking``,
-``SimpleRNN``, ``GRU``, ``LSTM``, ``Bidirectional`` (and ``Input`` for declaring shapes), and the
-layers of the newer cells, defined in their cell modules (``JordanRNN``, ``IndRNN``, ...)."""
+``SimpleRNN``, ``GRU``, ``LSTM``, ``Bidirectional`` (and ``Input`` for declaring shapes), the attention
+layers ``Attention``, ``AdditiveAttention``, ``AttentionPooling1D``, and the layers of the newer cells,
+defined in their cell modules (``JordanRNN``, ``IndRNN``, ...)."""
 
+from .attention import AdditiveAttention, Attention, AttentionPooling1D
 from .core import ACTIVATIONS, Activation, Dense, Dropout, Embedding, Input, InputLayer, Layer, Masking
 from .recurrent import GRU, LSTM, Bidirectional, RecurrentLayer, SimpleRNN
 
 __all__ = ["Layer", "Input", "InputLayer", "Dense", "Dropout", "Activation", "Embedding", "Masking",
-           "RecurrentLayer", "SimpleRNN", "GRU", "LSTM", "Bidirectional", "ACTIVATIONS", "get"]
+           "RecurrentLayer", "SimpleRNN", "GRU", "LSTM", "Bidirectional",
+           "Attention", "AdditiveAttention", "AttentionPooling1D", "ACTIVATIONS", "get"]
 
 _REGISTRY = {c.__name__: c for c in (Dense, Dropout, Activation, Embedding, Masking, SimpleRNN, GRU, LSTM,
-                                     Bidirectional)}
+                                     Bidirectional, Attention, AdditiveAttention, AttentionPooling1D)}
 
 
 def get(class_name):
