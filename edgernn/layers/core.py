@@ -46,8 +46,9 @@ __all__ = ["Layer", "Input", "InputLayer", "KerasTensor", "Dense", "Dropout", "A
 
 
 def _snake(name: str) -> str:
-    """``"SimpleRNN"`` -> ``"simple_rnn"``, ``"LSTM"`` -> ``"lstm"``."""
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name).lower()
+    """``"SimpleRNN"`` -> ``"simple_rnn"``, ``"LSTM"`` -> ``"lstm"``, ``"Conv1D"`` -> ``"conv1d"`` (Keras' rule)."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class Layer:
