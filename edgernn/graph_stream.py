@@ -71,7 +71,7 @@ class GraphStream:
                 seq.built = True
                 self._plan.append(("rnn", nd, seq.stream(self.batch_size)))  # refuses backward layers, naming them
             elif hasattr(layer, "stream_step"):
-                self._plan.append(("state", nd, layer.stream_state(self.batch_size)))
+                self._plan.append(("state", nd, layer.stream_state(self.batch_size, **nd.kwargs)))
             elif getattr(layer, "pointwise", False):
                 self._plan.append(("point", nd, None))
             else:
@@ -116,7 +116,7 @@ class GraphStream:
                 if len(nd.outputs) > 1:  # return_state: the states after this step, Keras order
                     y = [y, *s.state[0]]
             elif kind == "state":
-                y = layer.stream_step(ins if getattr(layer, "multi_input", False) else ins[0], s)
+                y = layer.stream_step(ins if getattr(layer, "multi_input", False) else ins[0], s, **nd.kwargs)
             else:
                 arg = ins if getattr(layer, "multi_input", False) else ins[0]
                 y = layer.forward(arg, training=False, need_grad=False, **nd.kwargs)

@@ -345,3 +345,12 @@ def test_attention_graph_export_and_causal_self_attention_stream(tmp_path, rng):
     ctx = Attention(use_causal_mask=True)([h, h])
     model2 = Model(a, Dense(1)(ctx), seed=0)
     eo.export(model2, tmp_path / "causal.onnx", verify=True)
+
+    s = model2.stream()
+    X = rng.standard_normal((1, 40, 2)).astype(np.float32)  # past the first buffer growth (16, 32)
+    steps = np.stack([s.step(X[0, t]) for t in range(40)])
+    np.testing.assert_allclose(steps, model2.predict(X)[0], rtol=1e-5, atol=1e-5)
+    s.reset()
+    np.testing.assert_allclose(s.step(X[0, 0]), steps[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="use_causal_mask"):
+        Model(a, Attention()([h, h])).stream()

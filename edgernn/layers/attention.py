@@ -426,6 +426,42 @@ class Attention(Layer):
             dq, dk = dpre.sum(axis=2), dpre.sum(axis=1)
         return dq, dk, {n: np.asarray(grads[n], p[n].dtype) for n in p}  # 0-d arrays, params order
 
+    # ---- streaming (edgernn.graph_stream) ---------------------------------------------------
+    def stream_state(self, batch_size, return_attention_scores=None, use_causal_mask=None):
+        """State of a causal attention streamed one step at a time: the values (and keys) seen so far,
+        in buffers that double when full. Refused unless ``use_causal_mask`` (otherwise every query
+        step reads future values)."""
+        causal = self.use_causal_mask if use_causal_mask is None else bool(use_causal_mask)
+        if not causal:
+            raise ValueError(f"stream: layer {type(self).__name__} {self.name!r} attends to every step of its value, "
+                             "future ones too; only attention with use_causal_mask=True streams")
+        return {"v": None, "k": None, "t": 0}
+
+    def stream_step(self, x, state, return_attention_scores=None, use_causal_mask=None):
+        """One query step against all value (key) steps so far -> (B, Dv) (and the weights (B, t + 1))."""
+        q, v = np.asarray(x[0]), np.asarray(x[1])  # (B, Dq), (B, Dv)
+        k = np.asarray(x[2]) if len(x) == 3 else None
+        t = state["t"]
+        if state["v"] is None or t == state["v"].shape[1]:  # grow: amortised O(1) per step
+            cap = 16 if state["v"] is None else 2 * state["v"].shape[1]
+            for name, a in (("v", v), ("k", k)):
+                if a is None:
+                    continue
+                new = np.zeros((a.shape[0], cap, a.shape[1]), np.result_type(a, self.dtype))
+                if state[name] is not None:
+                    new[:, :t] = state[name][:, :t]
+                state[name] = new
+        state["v"][:, t] = v
+        if k is not None:
+            state["k"][:, t] = k
+        state["t"] = t + 1
+        xs = [q[:, None], state["v"][:, : t + 1]] + ([state["k"][:, : t + 1]] if k is not None else [])
+        out = self.forward(xs, training=False, need_grad=False, return_attention_scores=return_attention_scores,
+                           use_causal_mask=False)
+        if isinstance(out, list):
+            return [out[0][:, 0], out[1][:, 0]]
+        return out[:, 0]
+
     # ---- config ------------------------------------------------------------------------------
     def get_config(self):
         return {**super().get_config(), "use_scale": self.use_scale, "score_mode": self.score_mode,

@@ -29,8 +29,9 @@ run in several threads at once; ``backward`` fills ``self.grads`` (same keys as 
 
 Streaming a functional model (``edgernn.graph_stream``): a layer with ``pointwise = True``
 computes each time step from that step alone (its ``forward`` is run on ``(batch, features)``);
-a causal layer with a state in time implements ``stream_state(batch_size) -> dict of arrays``
-and ``stream_step(x, state) -> y`` (one step, updating ``state`` in place).
+a causal layer with a state in time implements ``stream_state(batch_size, **call_options) ->
+dict`` and ``stream_step(x, state, **call_options) -> y`` (one step, updating ``state`` in place);
+``call_options`` are the keyword arguments the layer was called with in the model.
 """
 
 from __future__ import annotations
