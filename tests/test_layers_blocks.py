@@ -648,6 +648,208 @@ def test_whole_model_gradients_with_masks():
 
 
 # ===========================================================================================
+# ONNX
+# ===========================================================================================
+def _onnx():
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import edgernn.onnx as eo
+
+    return eo
+
+
+def _randomized(model, seed=0, scale=0.5):
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.uniform(-scale, scale, w.shape) for w in model.get_weights()])
+    return model
+
+
+ONNX_MODELS = {
+    "conv_causal": lambda: [Input(shape=(None, 3)), Conv1D(8, 3, padding="causal", dilation_rate=2,
+                                                           activation="relu"), LSTM(8), Dense(1)],
+    "conv_same_s2_masked": lambda: [Input(shape=(None, 3)), Masking(), Conv1D(5, 3, padding="same", strides=2),
+                                    LSTM(4, return_sequences=True), GlobalAveragePooling1D(), Dense(2)],
+    "conv_same_s1_masked": lambda: [Input(shape=(None, 3)), Masking(), Conv1D(5, 4, padding="same"),
+                                    GlobalMaxPooling1D(keepdims=True), Dense(2)],
+    "conv_valid_masked": lambda: [Input(shape=(None, 3)), Masking(), Conv1D(5, 2, strides=3, dilation_rate=2,
+                                                                            use_bias=False),
+                                  GlobalMaxPooling1D(), Dense(2)],
+    "layernorm_td": lambda: [Input(shape=(None, 3)), LSTM(6, return_sequences=True), LayerNormalization(),
+                             TimeDistributed(Dense(2, activation="tanh"))],
+    "fixed_T": lambda: [Input(shape=(6, 3)), Conv1D(4, 3), LayerNormalization(axis=[1, 2]), Flatten(), Dense(6),
+                        Reshape((3, 2)), LayerNormalization(axis=1, scale=False), GlobalAveragePooling1D()],
+    "lstm_conv_same_masked": lambda: [Input(shape=(None, 3)), Masking(), LSTM(4, return_sequences=True),
+                                      Conv1D(3, 3, padding="same"), TimeDistributed(Dense(2))],
+    "td_conv": lambda: [Input(shape=(4, 4)), Reshape((-1, 2, 2)), TimeDistributed(Conv1D(3, 2)), Flatten()],
+    "td_lstm": lambda: [Input(shape=(4, 4)), Reshape((-1, 2, 2)), TimeDistributed(LSTM(3)), LSTM(2)],
+}
+
+
+@pytest.mark.parametrize("name", list(ONNX_MODELS))
+def test_onnx_sequential_models(tmp_path, name):
+    eo = _onnx()
+    model = _randomized(Sequential(ONNX_MODELS[name](), seed=3), seed=len(name))
+    T = model.input_shape[0]
+    cases = [(1, 7), (5, 13), (2, 5)] if T is None else [(1, T), (5, T)]  # sizes not seen while building
+    for lengths_input in (False, True):
+        path = eo.export(model, tmp_path / f"{name}.onnx", lengths_input=lengths_input)
+        report = eo.verify(model, path, cases=cases, seed=7)
+        assert report.passed and report.max_abs <= 1e-5, report.table()
+        assert report.weights_compared == sum(len(la.params) for la in model.layers)
+        if lengths_input:  # variable lengths, 0 included
+            assert any("lengths" in c.what for c in report.cases)
+
+
+def _ort_run(path, feeds):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+def test_onnx_masking_before_a_new_time_axis(tmp_path):
+    """Masking -> LSTM -> RepeatVector -> LSTM: the repeated sequence has no padding (the graph's
+    lengths end at RepeatVector, as predict's do); padded inputs checked by hand."""
+    eo = _onnx()
+    model = _randomized(Sequential([Input(shape=(None, 3)), Masking(), LSTM(6), RepeatVector(4),
+                                    LSTM(5, return_sequences=True), TimeDistributed(Dense(2))], seed=4))
+    path = eo.export(model, tmp_path / "ae.onnx")
+    rng = np.random.default_rng(0)
+    for B, T in [(1, 9), (6, 14)]:
+        x = rng.standard_normal((B, T, 3)).astype(np.float32)
+        L = random_lengths(rng, B, T)
+        x[np.arange(T)[None, :] >= L[:, None]] = 0.0
+        np.testing.assert_allclose(_ort_run(path, {"x": x}), model.predict(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [14, 17, None])
+def test_onnx_opsets(tmp_path, opset):
+    """LayerNormalization as primitives (opset < 17) or the operator; ReduceMean/ReduceMax with
+    axes as attributes (< 18) or inputs."""
+    eo = _onnx()
+    model = _randomized(Sequential([Input(shape=(None, 3)), Masking(), LayerNormalization(epsilon=0.1),
+                                    Conv1D(4, 3, strides=2, padding="same"), LayerNormalization(center=False),
+                                    GlobalMaxPooling1D(keepdims=True), LayerNormalization(scale=False),
+                                    GlobalAveragePooling1D()], seed=5))
+    path = eo.export(model, tmp_path / "m.onnx", opset=opset, lengths_input=True)
+    ops = {n.op_type for n in __import__("onnx").load(str(path)).graph.node}
+    assert ("LayerNormalization" in ops) == (opset is None or opset >= 17)
+    assert eo.verify(model, path, cases=[(3, 6), (4, 1)]).passed
+    path = eo.export(model, tmp_path / "m2.onnx", opset=opset)
+    assert eo.verify(model, path, cases=[(3, 6), (4, 1)]).passed
+
+
+def test_onnx_streaming(tmp_path):
+    eo = _onnx()
+    model = _randomized(Sequential([Input(shape=(None, 3)), LSTM(4, return_sequences=True), LayerNormalization(),
+                                    TimeDistributed(Dense(2))], seed=6))
+    path = eo.export(model, tmp_path / "s.onnx", streaming=True)
+    assert eo.verify(model, path, cases=[(2, 6)]).passed
+    for layers, what in [([Conv1D(2, 2, padding="causal")], "Conv1D"), ([GlobalAveragePooling1D()], "Global"),
+                         ([LayerNormalization(axis=1)], "axis"), ([Flatten()], "Flatten")]:
+        shape = (5, 3) if what in ("axis", "Flatten") else (None, 3)
+        m = Sequential([Input(shape=shape), LSTM(3, return_sequences=True)] + layers)
+        with pytest.raises(eo.UnsupportedError, match=what):
+            eo.export(m, tmp_path / "bad.onnx", streaming=True)
+
+
+def _merge_graph(layer, arrays_list, lengths=None, time_major=None):
+    """Graph x0, x1, ... (and len0, ...) -> the layer's converter -> y (and its lengths); run at
+    every set of arrays in ``arrays_list`` (sizes the graph never saw)."""
+    import onnx
+    from onnx import TensorProto
+
+    from edgernn.onnx import ConversionContext, GraphBuilder, Value, get_converter, supported_opset
+
+    g = GraphBuilder(supported_opset())
+    ctx = ConversionContext(g=g)
+    first = arrays_list[0]
+    values = []
+    for i, a in enumerate(first):
+        tm = bool(time_major and time_major[i])
+        dims = ["batch"] + [f"d{i}_{j}" for j in range(1, a.ndim)]
+        name = g.add_input(f"x{i}", TensorProto.FLOAT, [dims[1], dims[0], dims[2]] if tm else dims)
+        L = g.add_input(f"len{i}", TensorProto.INT64, ["batch"]) if lengths and lengths[i] is not None else None
+        values.append(Value(name, (0 if tm else 1) if a.ndim == 3 else None, L))
+    out = get_converter(layer)(ctx, layer, values)
+    g.add_output("y", ctx.batch_first(out).name, TensorProto.FLOAT,
+                 ["batch"] + [f"o{j}" for j in range(len(layer.output_shape))])
+    if out.lengths is not None:
+        g.add_output("lengths", out.lengths, TensorProto.INT64, ["batch"])
+    model = g.make_model()
+    onnx.checker.check_model(model, full_check=True)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    results = []
+    for arrays in arrays_list:
+        feeds = {}
+        for i, a in enumerate(arrays):
+            tm = bool(time_major and time_major[i])
+            feeds[f"x{i}"] = np.ascontiguousarray(a.transpose(1, 0, 2) if tm else a).astype(np.float32)
+            if lengths and lengths[i] is not None:
+                feeds[f"len{i}"] = lengths[i](a.shape[0], a.shape[1])
+        results.append((feeds, sess.run(None, feeds)))
+    return results
+
+
+def _lengths_of(B, T):
+    return random_lengths(np.random.default_rng(B * 100 + T), B, T).astype(np.int64)
+
+
+@pytest.mark.parametrize("cls", [Add, Subtract, Multiply, Average, Maximum, Minimum])
+def test_onnx_merge_layers(cls):
+    _onnx()
+    rng = np.random.default_rng(0)
+    sample = [(None, 3), (None, 3), (3,)] if cls is not Subtract else [(None, 3), (3,)]
+    layer = cls()
+    layer.build(sample)
+    sizes = [(2, 5), (4, 1), (1, 8)]
+    arrays_list = [[rng.standard_normal((B, T, 3) if len(s) == 2 else (B, 3)).astype(np.float32) for s in sample]
+                   for B, T in sizes]
+    lengths = [_lengths_of, None] + ([_lengths_of] if len(sample) == 3 else [])
+    if len(sample) == 3:  # two sequences with lengths: the minimum; one of them time-major
+        lengths = [_lengths_of, lambda B, T: np.full(B, max(T - 1, 0), np.int64), None]
+    tm = [False, True, False] if len(sample) == 3 else [True, False]
+    for feeds, (y, L) in _merge_graph(layer, arrays_list, lengths, tm):
+        xs = [feeds[f"x{i}"].transpose(1, 0, 2) if tm[i] else feeds[f"x{i}"] for i in range(len(sample))]
+        np.testing.assert_allclose(y, layer.forward(xs), rtol=1e-6, atol=1e-6)
+        ls = [feeds.get(f"len{i}") for i in range(len(sample))]
+        np.testing.assert_array_equal(L, layer.compute_lengths(xs, ls))
+
+
+def test_onnx_concatenate():
+    _onnx()
+    rng = np.random.default_rng(1)
+    feat = Concatenate()
+    feat.build([(None, 3), (None, 2)])
+    sizes = [(2, 5), (3, 1)]
+    arrays = [[rng.standard_normal((B, T, 3)).astype(np.float32), rng.standard_normal((B, T, 2)).astype(np.float32)]
+              for B, T in sizes]
+    for feeds, (y, L) in _merge_graph(feat, arrays, [_lengths_of, _lengths_of], [True, False]):
+        xs = [feeds["x0"].transpose(1, 0, 2), feeds["x1"]]
+        np.testing.assert_allclose(y, feat.forward(xs), rtol=1e-6)
+        np.testing.assert_array_equal(L, feat.compute_lengths(xs, [feeds["len0"], feeds["len1"]]))
+    time = Concatenate(axis=1)
+    time.build([(None, 3), (None, 3)])
+    arrays = [[rng.standard_normal((B, T, 3)).astype(np.float32), rng.standard_normal((B, T + 2, 3)).astype(np.float32)]
+              for B, T in sizes]
+    for feeds, (y, L) in _merge_graph(time, arrays, [None, _lengths_of], [False, True]):
+        xs = [feeds["x0"], feeds["x1"].transpose(1, 0, 2)]
+        np.testing.assert_allclose(y, time.forward(xs), rtol=1e-6)
+        np.testing.assert_array_equal(L, time.compute_lengths(xs, [None, feeds["len1"]]))
+    vec = Concatenate(axis=-1)
+    vec.build([(3,), (1,)])
+    arrays = [[rng.standard_normal((B, 3)).astype(np.float32), rng.standard_normal((B, 1)).astype(np.float32)]
+              for B in (1, 4)]
+    for feeds, (y,) in _merge_graph(vec, arrays):
+        np.testing.assert_allclose(y, vec.forward([feeds["x0"], feeds["x1"]]), rtol=1e-6)
+    eo = _onnx()
+    with pytest.raises(eo.UnsupportedError, match="inside the output sequence"):
+        _merge_graph(time, arrays_list=[[np.zeros((1, 2, 3)), np.zeros((1, 2, 3))]], lengths=[_lengths_of, None])
+
+
+# ===========================================================================================
 # streaming engine
 # ===========================================================================================
 @pytest.mark.parametrize("layer,label", [

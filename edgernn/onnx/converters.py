@@ -600,3 +600,6 @@ def _last_dim(layers, shape):
         out = out[0]
     d = out[-1] if out else None
     return d if isinstance(d, int) else "features"
+
+
+from . import converters_layers  # noqa: E402,F401  (Conv1D, pooling, merge ... register themselves)
