@@ -177,8 +177,8 @@ class Conv1D(Layer):
         B, T, _ = x.shape
         pl, pr, T_out = self._pads(T)
         if T_out < 1:
-            raise ValueError(f"Conv1D {self.name!r}: {T} time steps are fewer than the window ({self.span}) "
-                             "with padding='valid'")
+            raise ValueError(f"Conv1D {self.name!r}: {T} time steps give no output step (window {self.span}, "
+                             f"padding={self.padding!r})")
         keep = time_mask(lengths, B, T, f"Conv1D {self.name!r}") if self._zero_padding() else None
         dt = np.result_type(x.dtype, K.dtype)
         xp = np.zeros((B, pl + T + pr, C), dtype=dt)  # (B, Tp, C) padded copy

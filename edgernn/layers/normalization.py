@@ -40,8 +40,9 @@ class LayerNormalization(Layer):
 
     Notes
     -----
-    Padded steps are normalized like the others (each step on its own, so nothing leaks into
-    the valid steps); lengths pass on unchanged.
+    Lengths pass on unchanged. Over the features (the default) each step is normalized on its
+    own, so padded steps cannot leak into the valid ones; an ``axis`` including the time axis
+    normalizes over the padded steps too (as Keras does).
     """
 
     def __init__(self, axis=-1, epsilon=1e-3, center=True, scale=True, beta_initializer="zeros",
