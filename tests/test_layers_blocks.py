@@ -138,7 +138,7 @@ CONV_GRID = [(p, k, s, d) for p in ("valid", "same", "causal") for k in (1, 2, 3
 
 @pytest.mark.parametrize("padding,k,s,d", CONV_GRID)
 def test_conv1d_matches_loops_and_gradients(padding, k, s, d):
-    rng = np.random.default_rng(hash((padding, k, s, d)) % 2**32)
+    rng = np.random.default_rng(CONV_GRID.index((padding, k, s, d)))
     B, T, C, F = int(rng.integers(1, 4)), int(rng.integers(6, 10)), int(rng.integers(1, 4)), int(rng.integers(1, 4))
     layer = built(Conv1D(F, k, strides=s, padding=padding, dilation_rate=d, activation="tanh"), (None, C))
     randomize_params(layer, rng)
