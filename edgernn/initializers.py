@@ -23,9 +23,13 @@ __all__ = ["get", "skip_random_init", "name_of", "is_known", "glorot_uniform", "
 
 
 def _fans(shape):
-    """Keras' fan_in / fan_out for a 2-D kernel; a 1-D shape counts as (n, n)."""
+    """Keras' fan_in / fan_out: a 1-D shape counts as (n, n), a 2-D kernel is (fan_in, fan_out),
+    a convolution kernel (*window, in, out) multiplies both by the window size (``Conv1D``)."""
     if len(shape) == 1:
         return shape[0], shape[0]
+    if len(shape) > 2:
+        field = int(np.prod(shape[:-2]))
+        return shape[-2] * field, shape[-1] * field
     return shape[0], int(np.prod(shape[1:]))
 
 
@@ -61,7 +65,10 @@ def orthogonal(shape, rng, dtype, gain=1.0):
 
     For a recurrent kernel of shape (H, G*H) the rows come out orthonormal.
     """
-    rows, cols = shape[0], int(np.prod(shape[1:]))
+    if len(shape) > 2:  # Keras: a convolution kernel (*window, in, out) as (window * in, out)
+        rows, cols = int(np.prod(shape[:-1])), shape[-1]
+    else:
+        rows, cols = shape[0], int(np.prod(shape[1:]))
     a = rng.standard_normal((max(rows, cols), min(rows, cols)))
     q, r = np.linalg.qr(a)
     q = q * np.sign(np.diag(r))  # (max, min), orthonormal columns

@@ -104,8 +104,8 @@ def build(attention, seed):
 def greedy(model, X):
     """Decode one character at a time, feeding each prediction back."""
     prev = np.full((len(X), 1), START, np.int64)
-    for t in range(T_OUT):
-        p = model.predict([X, prev])  # (N, t + 1, V)
+    for _ in range(T_OUT):
+        p = model.predict([X, prev])  # (N, steps so far, V)
         nxt = p[:, -1].argmax(axis=-1)
         prev = np.concatenate([prev, nxt[:, None]], axis=1)
     return ["".join(OUT_CHARS[k] for k in row[1:]) for row in prev]

@@ -568,8 +568,12 @@ def _graph_arrays(proto, path):
 
 def _model_weights(model):
     """[(label, graph name, float32 array)]: every weight array of ``model`` as the exporter writes it."""
+    from ..layers.reshaping import TimeDistributed
+
     out = []
     for layer in model.layers:
+        while isinstance(layer, TimeDistributed):  # the wrapped layer's converter writes its weights
+            layer = layer.layer
         if getattr(layer, "cell", None) is not None:
             w = layer.onnx_weights() if layer.cell in ("rnn", "gru", "lstm") else {}
             if not {"W", "R", "Wb", "Rb"} <= set(w):

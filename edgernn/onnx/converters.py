@@ -621,4 +621,5 @@ def _last_dim(layers, shape):
     return d if isinstance(d, int) else "features"
 
 
-from . import converters_attention  # noqa: E402,F401  (registers the attention layers' converters)
+# the converters of the layers around RNNs and of the attention layers register themselves
+from . import converters_attention, converters_layers  # noqa: E402,F401
