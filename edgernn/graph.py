@@ -621,7 +621,7 @@ class Model(Sequential):
                 y = layer.forward(main, lengths=mlen, training=training, need_grad=need_grad, **kw)
             else:
                 L = layer.compute_lengths(ins[0], ils[0])
-                y = layer.forward(ins[0], lengths=L, training=training, need_grad=need_grad, **kw)
+                y = layer.forward(ins[0], lengths=ils[0], training=training, need_grad=need_grad, **kw)
             outs = y if isinstance(y, list) else [y]
             for k, (t, a) in enumerate(zip(nd.outputs, outs, strict=True)):
                 vals[id(t)] = a

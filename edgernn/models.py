@@ -304,10 +304,9 @@ class Sequential:
         Inference goes through ``_infer``, which writes nothing on the model or its layers.
         """
         for layer in self._layers:
-            lengths = layer.compute_lengths(x, lengths)
-            x = layer.forward(x, lengths=lengths, training=training, need_grad=need_grad)
-            if _first(x).ndim < 3:
-                lengths = None
+            out_lengths = layer.compute_lengths(x, lengths)
+            x = layer.forward(x, lengths=lengths, training=training, need_grad=need_grad)  # forward reads its input's lengths
+            lengths = out_lengths if _first(x).ndim >= 3 else None
         self._last_lengths = lengths
         return x
 
@@ -319,10 +318,9 @@ class Sequential:
         Stateful layers still carry their state from call to call, by design.
         """
         for layer in self._layers:
-            lengths = layer.compute_lengths(x, lengths)
-            x = layer.forward(x, lengths=lengths, training=False, need_grad=False)
-            if _first(x).ndim < 3:
-                lengths = None
+            out_lengths = layer.compute_lengths(x, lengths)
+            x = layer.forward(x, lengths=lengths, training=False, need_grad=False)  # forward reads its input's lengths
+            lengths = out_lengths if _first(x).ndim >= 3 else None
         return x, lengths
 
     def _backward(self, dy):

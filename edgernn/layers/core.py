@@ -6,6 +6,9 @@ model's backward pass is just the layers' ``backward`` in reverse order.
 
 Variable-length batches travel as ``lengths`` (int array ``(B,)``, trailing padding):
 ``Masking`` and ``Embedding(mask_zero=True)`` compute them, other layers pass them on.
+``forward(x, lengths)`` receives the lengths of its *input*; ``compute_lengths(x, lengths)``
+gives those of its output (the same for most layers; a convolution shortens them, pooling and
+``RepeatVector`` end them). An output without a time axis has no lengths.
 
 Layers with several inputs (the functional API: ``Concatenate``, ``Attention``, ...)
 ------------------------------------------------------------------------------------
@@ -603,8 +606,7 @@ class Masking(Layer):
         return last if lengths is None else np.minimum(last, lengths)
 
     def forward(self, x, lengths=None, training=False, need_grad=True):
-        if lengths is None:
-            lengths = self.compute_lengths(x, None)
+        lengths = self.compute_lengths(x, lengths)  # (B,): the input's lengths, cut at the padding
         keep = (np.arange(x.shape[1])[None, :] < np.asarray(lengths)[:, None])  # (B, T)
         keep = keep[..., None].astype(x.dtype)  # (B, T, 1)
         if need_grad:

@@ -5,13 +5,8 @@
 (``t >= lengths[b]``) are ignored: the average is over the valid steps only, the maximum over
 the valid steps only, and a sample of length 0 gives zeros (Keras' masked average gives NaN there).
 
-Lengths protocol: ``forward`` needs the *input's* lengths, and ``Sequential`` hands
-``forward`` the result of ``compute_lengths``; so ``compute_lengths`` passes the input's
-lengths on unchanged. The pooled output itself has no padding: with ``keepdims=False`` it has
-no time axis and the lengths end there (as after an RNN with ``return_sequences=False``); with
-``keepdims=True`` its one step is the pooled value of every sample (a following layer sees
-``lengths >= 1`` as "the step is valid"; a sample of length 0 keeps length 0, so a sequence
-loss skips it, and a recurrent layer, which needs ``lengths <= 1`` there, refuses them).
+The pooled output has no padding: ``compute_lengths`` gives None (``forward`` reads the
+input's lengths, see :mod:`edgernn.layers.core`).
 """
 
 from __future__ import annotations
@@ -41,7 +36,7 @@ class _GlobalPooling1D(Layer):
         return ((1,) + F) if self.keepdims else F
 
     def compute_lengths(self, x, lengths):
-        return lengths  # forward needs the input's lengths: see the module docstring
+        return None  # the pooled output has no padding
 
     def _check(self, x, lengths):
         x = np.asarray(x)

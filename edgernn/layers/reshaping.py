@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ._util import check_data_format, check_int
-from .core import Input, Layer
+from .core import Layer
 
 __all__ = ["RepeatVector", "TimeDistributed", "Flatten", "Reshape"]
 
@@ -175,7 +175,7 @@ class TimeDistributed(Layer):
     """
 
     def __init__(self, layer, **kwargs):
-        if isinstance(layer, Input) or not isinstance(layer, Layer):
+        if not isinstance(layer, Layer):
             raise TypeError(f"TimeDistributed: layer must be a Layer instance, got {type(layer).__name__}")
         if getattr(layer, "multi_input", False):
             raise TypeError(f"TimeDistributed: layer must take one input, got {type(layer).__name__}")

@@ -211,7 +211,7 @@ def build_model(model, streaming=False, opset=None, lengths_input=False, preproc
         "states": json.dumps([{"input": s.input, "output": s.output, "shape": ["batch", s.units],
                                "layer": s.layer, "kind": s.kind, "initial": "zeros"} for s in ctx.states]),
         "lengths": ("graph input 'lengths' (int64, batch)" if lengths_input else
-                    "computed in the graph (Masking / mask_zero)" if ctx.lengths is not None else
+                    "computed in the graph (Masking / mask_zero)" if ctx.lengths is not None or ctx.saw_lengths else
                     "computed per step (Masking / mask_zero): padding steps hold the state"
                     if ctx.step_valid is not None else "none"),
         "notes": json.dumps(ctx.notes),

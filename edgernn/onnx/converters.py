@@ -163,6 +163,7 @@ class ConversionContext:
     is_last: bool = False
     notes: list = field(default_factory=list)
     n_recurrent: int = 0
+    saw_lengths: bool = False  # some tensor of the graph had lengths (padded cases are worth verifying)
     graph_mode: bool = False  # a functional Model: converters return every output of a layer as Values
     step_valid: str | None = None
     input_name: str = "x"
@@ -595,7 +596,9 @@ def convert_layers(layers, input_shape, *, streaming=False, opset, lengths_input
         ctx.notes.append("lengths: graph input (int64, one per sample) feeding sequence_lens")
     for i, layer in enumerate(layers):
         ctx.is_last = i == len(layers) - 1
+        had = ctx.lengths
         x = get_converter(layer)(ctx, layer, x)
+        ctx.saw_lengths = ctx.saw_lengths or had is not None or ctx.lengths is not None
     y = ctx.batch_first(x)
     out_shape = ["batch"] + (["time"] if y.time_axis is not None else [])
     out_shape.append(_last_dim(layers, shape))

@@ -180,9 +180,10 @@ def convert_global_pooling(ctx, layer, x):
             xm = g.op("Where", [keep_b, x.name, g.const(-np.inf, np.float32)], base=f"{base}_masked")
             m = _reduce(g, "ReduceMax", xm, [ta], base=f"{base}_max")
             y = g.op("Where", [ctx.nonempty(), m, g.const(0.0, np.float32)], base=f"{base}_pool")
-    if layer.keepdims:  # ctx.lengths stays, as the layer's compute_lengths does
+    ctx.lengths = None  # the pooled output has no padding (the layer's compute_lengths)
+    if layer.keepdims:
         return Value(g.unsqueeze(y, [1], base=f"{base}_keepdims"), 1)  # (B, 1, F)
-    return Value(y, None)  # (B, F); ctx.lengths stays, as after an RNN without return_sequences
+    return Value(y, None)  # (B, F)
 
 
 # -------------------------------------------------------------------------------------------
