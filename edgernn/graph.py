@@ -829,11 +829,18 @@ class Model(Sequential):
             from .graph_stream import GraphStream
 
             return GraphStream(self, batch_size)
+        from .streaming import LayerNotInEngine, stream
+
         seq = Sequential(name=self.name, dtype=self.dtype.name)
         seq._layers = layers
         seq.input_shape = self.input_shape
         seq.built = True
-        return seq.stream(batch_size)
+        try:
+            return stream(seq, batch_size)
+        except LayerNotInEngine:
+            from .graph_stream import GraphStream
+
+            return GraphStream(self, batch_size)
 
     # ---- config ----------------------------------------------------------------------------------------
     def get_config(self):

@@ -117,9 +117,12 @@ class GraphStream:
                     y = [y, *s.state[0]]
             elif kind == "state":
                 y = layer.stream_step(ins if getattr(layer, "multi_input", False) else ins[0], s, **nd.kwargs)
-            else:
+            else:  # one step as a sequence of length 1, so the layer sees the shapes it was built for
+                ins = [a[:, None] if _timed(t) else a for a, t in zip(ins, nd.inputs, strict=True)]
                 arg = ins if getattr(layer, "multi_input", False) else ins[0]
                 y = layer.forward(arg, training=False, need_grad=False, **nd.kwargs)
+                y = [a[:, 0] if _timed(t) else a for a, t in zip(y if isinstance(y, list) else [y], nd.outputs,
+                                                                  strict=True)]
             outs = y if isinstance(y, list) else [y]
             for t, a in zip(nd.outputs, outs, strict=True):
                 vals[id(t)] = a
@@ -138,6 +141,11 @@ class GraphStream:
 
     def __repr__(self):
         return f"<GraphStream model={self.model.name!r} batch_size={self.batch_size} calls={len(self._plan)}>"
+
+
+def _timed(t):
+    """A sequence tensor ((batch, time, features) in the model; one step is (batch, features))."""
+    return len(t.sample_shape) >= 2
 
 
 def _copy(state):

@@ -1031,10 +1031,32 @@ class Sequential:
         return text
 
     def stream(self, batch_size=1):
-        """A step-by-step inference engine with preallocated state (see ``edgernn.streaming``)."""
-        from .streaming import stream
+        """A step-by-step inference engine with preallocated state (see ``edgernn.streaming``).
 
-        return stream(self, batch_size)
+        Layers the jitted engine does not run but that are causal (``Conv1D(padding="causal")``,
+        ``LayerNormalization``, ``TimeDistributed``, ...) stream layer by layer through
+        :class:`edgernn.graph_stream.GraphStream`; a layer that needs the whole sequence is refused
+        (``ValueError`` naming it).
+        """
+        from .streaming import LayerNotInEngine, stream
+
+        try:
+            return stream(self, batch_size)
+        except LayerNotInEngine:
+            from .graph_stream import GraphStream
+
+            return GraphStream(self._as_graph(), batch_size)
+
+    def _as_graph(self):
+        """The same layers as a functional Model (the layer objects are shared)."""
+        from .graph import Model
+        from .layers.core import Input
+
+        self._require_built("stream")
+        x = a = Input(shape=self.input_shape, dtype="int64" if self._int_input() else self.dtype.name)
+        for layer in self._layers:
+            x = layer(x)
+        return Model(a, x, name=self.name, dtype=self.dtype.name)
 
     # ---- config / saving ------------------------------------------------------------------------
     def get_config(self):

@@ -247,6 +247,11 @@ _HEAD_ACTS = {
     "elu": (A.ELU, 1.0, 0.0),
     "softmax": (SOFTMAX, 0.0, 0.0),
 }
+class LayerNotInEngine(ValueError):
+    """A layer the jitted engine does not run; ``model.stream()`` then steps the model layer by layer
+    (:class:`edgernn.graph_stream.GraphStream`) when every layer is causal."""
+
+
 def _layer_label(layer):
     return f"{type(layer).__name__} {getattr(layer, 'name', None)!r}"
 
@@ -352,9 +357,9 @@ def _pack(layers, batch_size, dtype):
             fpar[7] = layer.mask_value
             ops.append(dict(type=OP_MASK, I=feat, O=feat, F=pk.add_w(fpar)))
         else:
-            raise ValueError(f"stream: layer {label} ({type(layer).__name__}) cannot be streamed; "
-                             "supported: SimpleRNN, GRU, LSTM, Dense, Activation, Embedding, Masking, "
-                             "Dropout")
+            raise LayerNotInEngine(f"stream: layer {label} ({type(layer).__name__}) cannot be streamed by the "
+                                   "jitted engine (SimpleRNN, GRU, LSTM, the newer cells, Dense, Activation, "
+                                   "Embedding, Masking, Dropout)")
     if not ops:
         raise ValueError("stream: the model has no layer that computes anything")
     # Input slots of non-recurrent ops; each op writes its output into the next op's input slot.

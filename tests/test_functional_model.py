@@ -354,3 +354,25 @@ def test_attention_graph_export_and_causal_self_attention_stream(tmp_path, rng):
     np.testing.assert_allclose(s.step(X[0, 0]), steps[0], rtol=1e-6)
     with pytest.raises(ValueError, match="use_causal_mask"):
         Model(a, Attention()([h, h])).stream()
+
+
+def test_residual_causal_graph_streams(rng):
+    from edgernn.layers import Add, Concatenate, Conv1D, LayerNormalization, TimeDistributed
+
+    a = Input(shape=(None, 3))
+    c = Conv1D(4, 3, padding="causal", dilation_rate=2, activation="relu")(a)
+    h = GRU(4, return_sequences=True)(c)
+    r = LayerNormalization()(Add()([h, c]))  # a residual connection
+    y = TimeDistributed(Dense(2))(Concatenate()([r, c]))
+    model = Model(a, y, seed=0)
+    X = rng.standard_normal((2, 9, 3)).astype(np.float32)
+    s = model.stream(batch_size=2)
+    steps = np.stack([s.step(X[:, t]) for t in range(9)], axis=1)
+    np.testing.assert_allclose(steps, model.predict(X), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="causal"):
+        Model(a, GRU(2)(Conv1D(2, 3, padding="same")(a))).stream()
+    seq = Sequential([Input(shape=(None, 3)), Conv1D(4, 2, padding="causal"), LSTM(3, return_sequences=True),
+                      LayerNormalization(), Dense(1)], seed=0)
+    s = seq.stream()
+    steps = np.stack([s.step(X[0, t]) for t in range(9)])
+    np.testing.assert_allclose(steps, seq.predict(X[:1])[0], rtol=1e-5, atol=1e-5)

@@ -196,6 +196,28 @@ class Conv1D(Layer):
             self._cache = (x.shape, pl, T_out, keep, cols, z, y)
         return y.reshape(B, T_out, F)
 
+    # ---- streaming (edgernn.graph_stream) ---------------------------------------------------
+    def stream_state(self, batch_size, **kwargs):
+        """The last ``span`` input steps (zeros before the first: the causal padding)."""
+        if self.padding != "causal" or self.strides != 1:
+            raise ValueError(f"stream: layer Conv1D {self.name!r} has padding={self.padding!r}, strides="
+                             f"{self.strides}; only padding='causal' with strides=1 gives one output per input "
+                             "step from the past alone")
+        C = self.params["kernel"].shape[1]
+        return {"window": np.zeros((batch_size, self.span, C), self.dtype)}  # (B, span, C), oldest first
+
+    def stream_step(self, x, state, **kwargs):
+        """One input step (B, C) -> one output step (B, filters)."""
+        w = state["window"]
+        w[:, :-1] = w[:, 1:].copy()
+        w[:, -1] = x
+        K = self.params["kernel"]  # (k, C, F)
+        k, C, F = K.shape
+        z = w[:, :: self.dilation_rate].reshape(w.shape[0], k * C) @ K.reshape(k * C, F)  # tap i reads step i*d
+        if self.use_bias:
+            z += self.params["bias"]
+        return ACTIVATIONS[self.activation][0](z)
+
     def backward(self, dy):
         shape, pl, T_out, keep, cols, z, y = self._cache
         B, T, C = shape

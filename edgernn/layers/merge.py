@@ -43,6 +43,7 @@ class _Merge(Layer):
     """
 
     multi_input = True
+    pointwise = True  # each time step from that step alone (streams step by step)
     _n_inputs: int | None = None  # exact number of inputs (Subtract: 2), else at least 1
 
     def _label(self):
@@ -284,6 +285,11 @@ class Concatenate(_Merge):
     def __init__(self, axis=-1, **kwargs):
         super().__init__(**kwargs)
         self.axis = check_int(axis, "Concatenate: axis")
+
+    @property
+    def pointwise(self):
+        """Along the features (``axis=-1``) each time step is concatenated alone."""
+        return self.axis == -1
 
     def _resolve_axis(self, rank):
         """The axis of full tensors of ``rank`` (batch included) as a non-negative int."""

@@ -66,6 +66,11 @@ class LayerNormalization(Layer):
         self.gamma_initializer = gamma_initializer
         initializers.get(beta_initializer), initializers.get(gamma_initializer)
 
+    @property
+    def pointwise(self):
+        """Over the features only (``axis=-1``), each time step is normalized alone."""
+        return self.axis in (-1, [-1])
+
     def _axes(self, rank):
         """Normalized axes of a full tensor of ``rank`` (batch included): sorted, non-negative."""
         axes = self.axis if isinstance(self.axis, list) else [self.axis]

@@ -188,6 +188,16 @@ class TimeDistributed(Layer):
         self.params = layer.params
         self.buffers = layer.buffers
 
+    # streaming (edgernn.graph_stream): one step is the wrapped layer on that step
+    def stream_state(self, batch_size, **kwargs):
+        if not getattr(self.layer, "pointwise", False):
+            raise ValueError(f"stream: layer TimeDistributed {self.name!r} wraps {type(self.layer).__name__}, which "
+                             "does not stream step by step")
+        return {}
+
+    def stream_step(self, x, state, **kwargs):
+        return self.layer.forward(x, training=False, need_grad=False)
+
     def build(self, input_shape, rng=None):
         shape = tuple(input_shape)
         if len(shape) < 2:
