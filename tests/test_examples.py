@@ -33,6 +33,7 @@ CASES = {
     "sru_vs_lstm.py": (["sru_vs_lstm.png"], []),
     "fastgrnn_activity.py": (["fastgrnn_activity.png"], ["onnx", "onnxruntime"]),
     "janet_adding.py": (["janet_adding.png"], []),
+    "seq2seq_attention.py": (["seq2seq_attention.png"], []),
     "attention_pooling.py": (["attention_pooling.png"], []),
 }
 

@@ -376,3 +376,42 @@ def test_residual_causal_graph_streams(rng):
     s = seq.stream()
     steps = np.stack([s.step(X[0, t]) for t in range(9)])
     np.testing.assert_allclose(steps, seq.predict(X[:1])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_classic_keras_seq2seq_and_merges(tmp_path, rng):
+    """LSTM -> RepeatVector -> LSTM -> TimeDistributed(Dense), plus a side branch merged three ways:
+    gradients, training, save/load and ONNX export of one graph."""
+    from edgernn.layers import (
+        Add,
+        Concatenate,
+        GlobalAveragePooling1D,
+        Multiply,
+        RepeatVector,
+        TimeDistributed,
+    )
+
+    a = Input(shape=(None, 2), name="series")
+    code = LSTM(4)(a)
+    side = Dense(4, activation="tanh")(GlobalAveragePooling1D()(a))
+    z = Concatenate()([Add()([code, side]), Multiply()([code, side])])
+    seq = LSTM(3, return_sequences=True)(RepeatVector(5)(z))
+    y = TimeDistributed(Dense(2))(seq)
+    model = Model(a, y, dtype="float64", seed=0)
+    model.compile("sgd", "mse")
+    randomize(model)
+    X = rng.standard_normal((3, 6, 2))
+    assert graph_gradcheck(model, [X], [rng.standard_normal((3, 5, 2))], n_per_param=4) > 30
+    m32 = Model.from_config(model.get_config())
+    m32.set_weights(model.get_weights())
+    m32.astype("float32")
+    m32.compile("adam", "mse")
+    Xf = X.astype(np.float32)
+    h = m32.fit(Xf, np.zeros((3, 5, 2), np.float32), epochs=5, verbose=0)
+    assert h.history["loss"][-1] < h.history["loss"][0]
+    m32.save(tmp_path / "s.npz")
+    back = edgernn.load_model(tmp_path / "s.npz")
+    np.testing.assert_array_equal(back.predict(Xf), m32.predict(Xf))
+    pytest.importorskip("onnxruntime")
+    from edgernn import onnx as eo
+
+    eo.export(m32, tmp_path / "s.onnx", verify=True)
