@@ -323,6 +323,15 @@ def _probe_model(opset: int):
         z = g.op(op, [z])
     z = g.op("Add", [g.op("Expand", [z, g.op("Shape", [z])]), g.op("Max", [z, z])])
     z = g.op("Min", [z, z])
+    # the layers around RNNs and attention: elementwise, reductions, convolution
+    z = g.op("Div", [g.op("Sub", [z, z]), g.op("Sqrt", [g.op("Add", [z, g.const(1.0, np.float32)])])])
+    both = g.op("And", [g.op("LessOrEqual", [z, z]), g.op("Less", [z, z])])
+    z = g.op("Where", [both, z, z])
+    z = g.op("ReduceSum", [z, g.const([-1])], keepdims=1)
+    c = g.op("Conv", [g.const(np.ones((1, 1, 3)), np.float32), g.const(np.ones((1, 1, 2)), np.float32)],
+             kernel_shape=[2], dilations=[1], strides=[1], pads=[1, 0])
+    c = g.op("Flatten", [g.op("Pad", [c, g.const([0, 0, 1, 0, 0, 0])], mode="constant")])
+    z = g.op("Add", [z, g.op("ReduceSum", [c], keepdims=0)])
     g.add_output("y", y, TensorProto.FLOAT, None)
     g.add_output("e", e, TensorProto.FLOAT, None)
     g.add_output("z", z, TensorProto.FLOAT, None)
