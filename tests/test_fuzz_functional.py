@@ -222,6 +222,41 @@ def fuzz_invalid(data):
     _unchanged(args, snap)
 
 
+def fuzz_invalid_backward(data):
+    """Output gradients of a wrong shape or dtype, or a cache that is not one: errors naming them."""
+    cell = data.draw(st.sampled_from(CELLS), label="cell")
+    fn, bwd = _fns(cell)
+    kw, _, _ = _case(data, cell)
+    *outs, cache = fn(**kw, train=True)
+    names = list(inspect.signature(bwd).parameters)[1:]  # dY, dY_h[, dY_c]
+    ds = {n: np.ones_like(o) for n, o in zip(names, outs, strict=True)}
+    what = data.draw(st.sampled_from(["shape", "dtype", "cache"]), label="mutation")
+    if what == "cache":
+        name, bad = "cache", data.draw(st.sampled_from([None, {}, "zzz", fn(**kw)]), label="value")
+        args = dict(ds, cache=bad)
+    else:
+        name = data.draw(st.sampled_from(names), label="argument")
+        bad = _shape_mutation(data, ds[name]) if what == "shape" else data.draw(st.sampled_from(_NOT_NUMBERS),
+                                                                                  label="value")
+        args = dict(ds, cache=cache, **{name: bad})
+    snap = _snapshot(args)
+    with pytest.raises((ValueError, TypeError)) as ei:
+        bwd(**args)
+    msg = str(ei.value)
+    assert re.search(rf"(?<![A-Za-z_]){re.escape(name)}(?![A-Za-z_])", msg), \
+        f"{cell}: {name} = {bad!r:.60}: the message does not name {name}: {type(ei.value).__name__}: {msg}"
+    _unchanged(args, snap)
+
+
+def test_fuzz_invalid_backward():
+    settings(BASE, max_examples=60)(given(data=st.data())(fuzz_invalid_backward))()
+
+
+@pytest.mark.slow
+def test_fuzz_invalid_backward_long():
+    settings(BASE, max_examples=1500)(given(data=st.data())(fuzz_invalid_backward))()
+
+
 def test_fuzz_invalid_inputs():
     settings(BASE, max_examples=300)(given(data=st.data())(fuzz_invalid))()
 
