@@ -22,7 +22,7 @@ from edgernn import Sequential, cells, layers
 from edgernn.layers import Bidirectional
 
 ALL = sorted(cells.registered())
-CHUNKED = [n for n in ALL if not hasattr(cells.get(n).mod(), "augment")]  # QRNN: one call (see module)
+CHUNKED = [n for n in ALL if n != "qrnn"]  # (QRNN: stateful=True is not supported)
 DIRECTIONS = ["forward", "reverse", "bidirectional"]
 I, H = 3, 4
 _STATS = []  # bit-identical or not, per compared array (printed with -s by the last test)
@@ -211,3 +211,16 @@ def test_memory_does_not_grow_with_T():
 def test_zz_report_identity():
     if _STATS:
         print(f"\nchunked == one call bit for bit in {sum(_STATS)} of {len(_STATS)} compared arrays")
+
+
+@pytest.mark.parametrize("window, pooling", [(1, "fo"), (3, "f"), (4, "ifo")])
+def test_qrnn_window_across_chunks(monkeypatch, window, pooling):
+    """QRNN's convolution reads the last ``window`` inputs: chunks get them precomputed."""
+    rng = np.random.default_rng(window)
+    x = rng.standard_normal((3, 29, I)).astype(np.float32)
+    L = np.array([29, 2, 17])
+    for direction in DIRECTIONS:
+        m, lay = _layer("qrnn", direction, window=window, pooling=pooling, return_sequences=True, return_state=True)
+        for lengths in (None, L):
+            ref, got = _both(monkeypatch, 4, 3, lay.forward, x, lengths=lengths, training=False, need_grad=False)
+            _same(ref, got)

@@ -76,7 +76,8 @@ def _flip_valid(A, lengths):
 # _INFER_MIN_STEPS) steps; shorter sequences take the one-call path unchanged. Chunk k gets
 # lengths clip(lengths - t0, 0, steps), so padding and ragged batches work unchanged; reverse
 # directions (go_backwards, the backward half of Bidirectional) run the chunks from the last to
-# the first, which visits each sequence's valid steps in the same order as one call. Measured
+# the first, which visits each sequence's valid steps in the same order as one call. QRNN's
+# window of earlier inputs is precomputed (``_augmented``) so that chunks need no context. Measured
 # (benchmarks/bench_memory.py, LSTM(64), T=1e6, B=1): 4096 steps is as fast as one call.
 _INFER_CHUNK = 4096  # sequence-steps per chunk (0: never chunk)
 _INFER_MIN_STEPS = 256  # at least this many steps per chunk (large batches)
@@ -95,19 +96,42 @@ def _infer_chunk_steps(layer, B, T):
         mod = cells.get(layer.cell).mod()
     except ValueError:  # not a registered cell: one call
         return 0
-    return 0 if hasattr(mod, "augment") else steps  # augment: step t also reads inputs before t (QRNN)
+    if hasattr(mod, "augment") and not hasattr(layer, "window"):  # reads earlier inputs in a way unknown here
+        return 0
+    return steps
 
 
 def _direction_view(layer, d):
-    """A one-direction shallow copy of a bidirectional inner layer: direction ``d``'s weights
-    (views), ``go_backwards`` for d = 1. The layer itself is not modified (thread safety)."""
+    """A one-direction shallow copy of the layer: direction ``d``'s weights (views); the backward
+    half of a bidirectional layer becomes ``go_backwards``. The layer itself is not modified
+    (thread safety)."""
     v = copy.copy(layer)
     v.params = {k: a[d: d + 1] for k, a in layer.params.items()}
     v.buffers = {k: a[d: d + 1] for k, a in layer.buffers.items()}
+    v.go_backwards = layer.go_backwards if layer.num_directions == 1 else d == 1
     v.num_directions = 1
     v.merge_mode = None
-    v.go_backwards = d == 1
     return v
+
+
+def _augmented(view, mod, x, L):
+    """A cell whose step reads a window of earlier inputs (the driver's ``augment`` hook: QRNN's
+    causal convolution of width ``window``) cannot start a chunk from its states alone. Its
+    augmented input (``[x_{t-k+1}, ..., x_t]`` per step, in the direction's own time order, zeros
+    before each sequence's start and on padding) is made here for the whole sequence, in the
+    original time order, and the chunks run it with ``window=1``: the same inputs to the same
+    step. -> (view with window 1, augmented x (B, T, k*I))."""
+    B, T, _ = x.shape
+    Lf = np.full(B, T, np.int64) if L is None else L
+    ridx = F._reverse_index(Lf, T) if view.go_backwards else None
+    Xt = F._time_major_copy(x, ridx, Lf, True)  # (T, B, I), a new array
+    if Lf.min() < T:
+        Xt[np.arange(T)[:, None] >= Lf[None, :]] = 0
+    Xa = mod.augment(Xt, {"window": view.window, "pooling": getattr(view, "pooling", None)})
+    xa = np.ascontiguousarray(F._batch_first(Xa, ridx))  # (B, T, k*I), original positions
+    v = copy.copy(view)
+    v.window = 1
+    return v, xa
 
 
 class _ChunkedOutput:
@@ -149,16 +173,22 @@ def _run_direction_chunked(layer, x, init, L, steps, out, d):
 
 def _infer_chunked(layer, x, init, lengths, steps):
     """Inference of ``layer._run`` in chunks of ``steps`` time steps -> (Y or None, Y_h, Y_c)."""
+    from .. import cells
     from .._config import get_num_threads
 
     B, T, _ = x.shape
     L = None if lengths is None else F._lengths(lengths, B, T)
     D = layer.num_directions
     out = _ChunkedOutput(B, T, D, layer.return_sequences)
-    if D == 1:
-        finals = [_run_direction_chunked(layer, x, init, L, steps, out, 0)]
+    mod = cells.get(layer.cell).mod()
+    if hasattr(mod, "augment"):
+        views = [_augmented(_direction_view(layer, d), mod, x, L) for d in range(D)]
     else:
-        jobs = [functools.partial(_run_direction_chunked, _direction_view(layer, d), x,
+        views = [(layer if D == 1 else _direction_view(layer, d), x) for d in range(D)]
+    if D == 1:
+        finals = [_run_direction_chunked(views[0][0], views[0][1], init, L, steps, out, 0)]
+    else:
+        jobs = [functools.partial(_run_direction_chunked, views[d][0], views[d][1],
                                   [None if s is None else s[:, d: d + 1] for s in init], L, steps, out, d)
                 for d in range(D)]
         if get_num_threads() > 1:  # the two directions side by side, as one call runs them
