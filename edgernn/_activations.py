@@ -12,6 +12,7 @@ and the output ``y`` (whichever is cheaper).
 from __future__ import annotations
 
 import functools
+import numbers
 
 import numpy as np
 
@@ -188,6 +189,20 @@ def _resolve_cached(names, defaults, n_dirs, dtype, alphas, betas, arg):
                     None if alphas is None else list(alphas), None if betas is None else list(betas), arg)
 
 
+def _numbers(vals, arg):
+    """``vals`` (None or a list, tuple or array of real numbers) as a list of floats; TypeError
+    naming ``arg`` otherwise (a string or a dict is not a list of values)."""
+    if vals is None:
+        return None
+    if not isinstance(vals, (list, tuple, np.ndarray)):
+        raise TypeError(f"{arg}: expected a list of numbers or None, got {type(vals).__name__} {vals!r:.40}")
+    items = vals.ravel().tolist() if isinstance(vals, np.ndarray) else vals
+    for k, v in enumerate(items):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{arg}[{k}]: expected a number, got {v!r:.40}")
+    return [float(v) for v in items]
+
+
 def resolve(names, defaults, n_dirs, dtype, alphas=None, betas=None, arg="activations"):
     """Map ONNX activation names to (codes, alphas, betas) arrays of shape (n_dirs, n_per_dir).
 
@@ -196,6 +211,8 @@ def resolve(names, defaults, n_dirs, dtype, alphas=None, betas=None, arg="activa
     activation that takes it, in order; missing ones take onnxruntime's defaults.
     Results are cached (a call per layer call otherwise costs ~10 us); callers get copies.
     """
+    alphas = _numbers(alphas, "activation_alpha")
+    betas = _numbers(betas, "activation_beta")
     try:
         key = (None if names is None else tuple(names), tuple(defaults), int(n_dirs), np.dtype(dtype).str,
                None if alphas is None else tuple(float(a) for a in alphas),

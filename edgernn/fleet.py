@@ -27,6 +27,20 @@ Model definitions
   (windows relative to the last value, split by time, scale fitted on the training part).
   The metrics are the one-step test RMSE and the seasonal-naive baseline's RMSE.
 
+DataFrames
+----------
+``datasets`` may also be a Dask DataFrame in long format (one row per time step and series)
+with ``key=`` naming the series column: ``fit(cfg, readings, client, key="sensor",
+time="time", column="value")``. The frame is persisted on the cluster with its row order as
+a column; if some key's rows lie in several partitions it is shuffled on the key column there;
+then one small task per key selects that key's rows (sorted by ``time``, else in the frame's
+order) on the worker that holds them, and the key's training task depends on it, so Dask runs
+it there. Only the list of keys comes to the client. A ForecastConfig trains on the
+``column`` values; a model builder needs ``prepare`` (the key's rows, a pandas DataFrame
+without the key column -> ``(x, y)``). ``Fleet.predict``/``evaluate``/``forecast`` take frames
+the same way. A pandas DataFrame is grouped on the client. edgernn never imports pandas or
+``dask.dataframe`` (the frames are duck-typed): whoever has a Dask DataFrame has them.
+
 Seeds: key ``k`` trains with ``key_seed(seed, k)`` (the ``seed`` given to ``build``, to
 ``Sequential.fit`` and to ``ForecastConfig.seed``), so a fleet gives the same models as
 training the keys one by one with those seeds, whatever the cluster.
@@ -97,6 +111,7 @@ INDEX_FORMAT_VERSION = 1
 _INDEX_FORMAT = "edgernn.fleet"
 _INDEX = "index.json"
 DEFAULT_TRANSIENT = (ConnectionError, TimeoutError, BlockingIOError, InterruptedError, MemoryError)
+_perf_counter = time.perf_counter  # (fit's argument ``time`` hides the module there)
 _TARGET_TASK_SECONDS = 0.2  # chunksize="auto": keys per task so that a task takes about this long
 _MAX_AUTO_CHUNK = 64
 
@@ -257,6 +272,7 @@ class _Spec:
     fit_kwargs: dict = dataclasses.field(default_factory=dict)
     transient: object = DEFAULT_TRANSIENT
     column: object = None
+    frame: object = None  # _FrameSpec when the data came from a DataFrame
 
 
 def _call_build(build, key, seed):
@@ -305,6 +321,7 @@ def _train_one(spec, key, item, seed):
     """Train one key; returns (record, model bytes). Runs on a worker."""
     from .forecast import ForecastConfig
 
+    _raise_data_error(item)
     if spec.kind == "forecast":
         cfg = dataclasses.replace(spec.build, seed=seed)
     else:
@@ -316,6 +333,8 @@ def _train_one(spec, key, item, seed):
 
         if isinstance(item, (str, os.PathLike)):
             item = read_csv_column(item, spec.column)
+        elif spec.frame is not None and _is_frame(item):  # a key's rows: its value column
+            item = _frame_series(item, spec.frame)
         if spec.prepare is not None:
             item = spec.prepare(item)
         model, rep = fit_forecaster(_series(item, spec), cfg, verbose=0)
@@ -332,6 +351,9 @@ def _train_one(spec, key, item, seed):
             item = spec.prepare(item)
         if isinstance(item, (str, os.PathLike)):
             raise TypeError(f"data for key {key!r} is a path: give prepare= to turn it into (x, y)")
+        if _is_frame(item):
+            raise TypeError(f"data for key {key!r} is its rows of the DataFrame: give prepare= to turn them "
+                            "into (x, y)")
         if not isinstance(item, (tuple, list)) or len(item) != 2:
             raise TypeError(f"data for key {key!r}: expected (x, y), got {type(item).__name__}")
         model = cfg
@@ -442,7 +464,185 @@ def _forecast(blob, values):
 def _remote(fn, *args):
     """Task wrapper on a worker: one edgernn thread, then ``fn``."""
     _one_thread()
+    for a in args:
+        _raise_data_error(a)
     return fn(*args)
+
+
+def _prepared(fn, prepare, blob, item, *args):
+    """``fn(blob, prepare(item), *args)``: ``prepare`` runs where the task runs."""
+    return fn(blob, prepare(item), *args)
+
+
+# -------------------------------------------------------------------------------------------
+# DataFrames: one key column, rows of every key grouped where they live
+# -------------------------------------------------------------------------------------------
+_ORDER = "__edgernn_row__"  # the frame's row order, kept through a shuffle
+
+
+def _is_dask_frame(obj):
+    return hasattr(obj, "npartitions") and hasattr(obj, "to_delayed") and hasattr(obj, "columns")
+
+
+def _is_frame(obj):
+    """A pandas or Dask DataFrame (duck-typed: edgernn never needs pandas itself)."""
+    return _is_dask_frame(obj) or (hasattr(obj, "columns") and hasattr(obj, "groupby") and hasattr(obj, "iloc"))
+
+
+@dataclasses.dataclass(frozen=True)
+class _FrameSpec:
+    """How a DataFrame becomes per-key data: the key column, the time column (rows are sorted by
+    it, else kept in the frame's order), the value column (series), and whether to make series."""
+
+    key: object
+    time: object = None
+    column: object = None
+    series: bool = False
+
+    def value_column(self, columns):
+        if self.column is not None:
+            return self.column
+        rest = [c for c in columns if c not in (self.key, self.time, _ORDER)]
+        if len(rest) != 1:
+            raise ValueError(f"column: the DataFrame has {len(rest)} value columns {rest[:6]}; name the series "
+                             "with column=")
+        return rest[0]
+
+
+def _frame_key(k, column):
+    if isinstance(k, (np.floating, float)) and float(k).is_integer():
+        raise TypeError(f"key column {column!r}: keys must be str or int, got float {k!r} (cast the column to int)")
+    try:
+        return _check_key(k.item() if isinstance(k, np.generic) else k, f"key column {column!r}")
+    except TypeError:
+        raise TypeError(f"key column {column!r}: keys must be str or int, got {type(k).__name__} {k!r}") from None
+
+
+def _tag_order(frame, partition_info=None):
+    """Add the row order (partition number, then position) as a column (map_partitions)."""
+    n = 0 if partition_info is None else int(partition_info["number"])
+    return frame.assign(**{_ORDER: np.arange(len(frame), dtype=np.int64) + (n << 40)})
+
+
+def _partition_keys(frame, column):
+    """The keys of one partition, in order of first appearance (runs on a worker)."""
+    return [_frame_key(k, column) for k in frame[column].drop_duplicates().tolist()]
+
+
+def _frame_rows(frame, fs: _FrameSpec, key):
+    """The rows of ``key`` (pandas), in time order (else the frame's order); without the key column."""
+    rows = frame[frame[fs.key] == key]
+    by = ([fs.time] if fs.time is not None else []) + ([_ORDER] if _ORDER in rows.columns else [])
+    if by:
+        rows = rows.sort_values(by, kind="stable")
+    return rows.drop(columns=[c for c in (fs.key, _ORDER) if c in rows.columns]).reset_index(drop=True)
+
+
+def _frame_series(rows, fs: _FrameSpec):
+    col = fs.value_column(list(rows.columns))
+    if col not in rows.columns:
+        raise ValueError(f"column: no column {col!r} in the DataFrame (columns: {list(rows.columns)[:10]})")
+    return np.asarray(rows[col].to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+
+
+class _DataError:
+    """A key's data could not be made on the worker: raised again when the key is used, so that
+    it fails alone and for good (an exception in the task itself would count as a lost task)."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+
+def _raise_data_error(item):
+    if isinstance(item, _DataError):
+        raise item.exc
+
+
+def _frame_item(frame, fs: _FrameSpec, key):
+    """One key's data from the partition (or frame) that holds its rows (runs on a worker)."""
+    try:
+        rows = _frame_rows(frame, fs, key)
+        return _frame_series(rows, fs) if fs.series else rows
+    except Exception as exc:  # noqa: BLE001 - reported with the key (see _DataError)
+        return _DataError(exc)
+
+
+def _check_frame_columns(frame, fs: _FrameSpec, where):
+    cols = list(frame.columns)
+    for name, col in (("key", fs.key), ("time", fs.time), ("column", fs.column)):
+        if col is not None and col not in cols:
+            raise ValueError(f"{where}: {name}={col!r} is not a column of the DataFrame (columns: {cols[:10]})")
+    if fs.time is not None and fs.time == fs.key:
+        raise ValueError(f"{where}: time and key name the same column {fs.key!r}")
+    if fs.series:
+        try:
+            fs.value_column(cols)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+
+def _frame_datasets(frame, fs: _FrameSpec, client, where, info=None):
+    """Key -> data for every key of ``frame``: local objects for a pandas DataFrame; for a Dask
+    DataFrame, futures computed on the worker that holds each key's rows (nothing is collected
+    to the client but the keys). Keys in order of first appearance in the frame.
+
+    Dask: the frame is persisted with its row order as a column; when some key's rows lie in
+    several partitions it is shuffled on the key column (rows of a key come together on one
+    worker); then one small task per key selects its rows there (sorted by ``time``, else in
+    the frame's order) and the key's training task depends on that result, so Dask runs it
+    where the rows are.
+    """
+    if fs.key is None:
+        raise ValueError(f"{where}: a DataFrame needs key= (the column that names each series)")
+    _check_frame_columns(frame, fs, where)
+    if not _is_dask_frame(frame):
+        out = {}
+        for k in frame[fs.key].drop_duplicates().tolist():
+            k = _frame_key(k, fs.key)
+            out[k] = _frame_item(frame, fs, k)
+            _raise_data_error(out[k])  # here: on the client, at once
+        return out
+    if client is None:
+        raise ValueError(f"{where}: a Dask DataFrame needs client= (the cluster that holds it)")
+    token = uuid.uuid4().hex[:8]
+    tagged = client.persist(frame.map_partitions(_tag_order))
+
+    def partitions(df):
+        parts = client.compute(df.to_delayed())
+        keys = client.gather([client.submit(_partition_keys, p, fs.key, pure=False,
+                                            key=f"edgernn-fleet-keys-{token}-{i}") for i, p in enumerate(parts)])
+        return parts, keys
+
+    parts, keys_per_part = partitions(tagged)
+    order, seen, spread = [], set(), False
+    for ks in keys_per_part:
+        for k in ks:
+            if k in seen:
+                spread = True
+            else:
+                seen.add(k)
+                order.append(k)
+    if info is not None:
+        info.update(frame_partitions=len(parts), frame_shuffled=spread)
+    if spread:  # rows of a key in several partitions: bring each key's rows together on one worker
+        del parts
+        parts, keys_per_part = partitions(client.persist(tagged.shuffle(on=fs.key)))
+    del tagged
+    items, n = {}, 0
+    for p, ks in zip(parts, keys_per_part, strict=True):
+        for k in ks:
+            items[k] = client.submit(_frame_item, p, fs, k, pure=False, key=f"edgernn-fleet-rows-{token}-{n}")
+            n += 1
+    return {k: items[k] for k in order}
+
+
+def _default_client():
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
 
 
 # -------------------------------------------------------------------------------------------
@@ -673,16 +873,34 @@ class Fleet:
         if missing:
             raise KeyError(f"{where}: no model for keys {missing[:10]}" + (" ..." if len(missing) > 10 else ""))
 
-    def _map(self, fn, datasets, kwargs, client, where):
+    def _inputs(self, datasets, client, where, key, time, column=None, series=False, prepare=None):
+        """(key -> data, client): a DataFrame grouped by ``key`` (Dask: on the cluster, with the
+        default client when none is given), a mapping checked."""
+        if prepare is not None and (not callable(prepare) or _is_jitted(prepare)):
+            raise TypeError("prepare: expected a plain Python function item -> data")
+        if _is_frame(datasets):
+            if not series and prepare is None:
+                raise ValueError(f"{where}: give prepare= to turn each key's rows (a pandas DataFrame) into the "
+                                 "model's data")
+            if _is_dask_frame(datasets) and client is None:
+                client = _default_client()
+            datasets = _frame_datasets(datasets, _FrameSpec(key, time, column, series), client, where)
+        elif key is not None or time is not None:
+            raise ValueError(f"{where}: key/time are only for a DataFrame")
+        self._check_data_keys(datasets, where)
+        return datasets, client
+
+    def _map(self, fn, datasets, kwargs, client, where, prepare=None):
         results, errors = {}, {}
         if client is None:
             for k, item in datasets.items():
                 try:
-                    results[k] = fn(self._blobs[k], item, *kwargs)
+                    results[k] = fn(self._blobs[k], item if prepare is None else prepare(item), *kwargs)
                 except Exception as exc:  # noqa: BLE001 - reported per key below
                     errors[k] = _error_info(exc)
         else:
-            futs = {k: client.submit(_remote, fn, self._blobs[k], item, *kwargs, pure=False,
+            pre = () if prepare is None else (_prepared, fn, prepare)
+            futs = {k: client.submit(_remote, *(pre or (fn,)), self._blobs[k], item, *kwargs, pure=False,
                                      key=f"edgernn-fleet-{where}-{uuid.uuid4().hex[:8]}-{i}")
                     for i, (k, item) in enumerate(datasets.items())}
             for k, f in futs.items():
@@ -696,16 +914,23 @@ class Fleet:
                              f"{first[1]['type']}: {first[1]['message']}", results, errors)
         return results
 
-    def predict(self, datasets, client=None, batch_size=None):
+    def predict(self, datasets, client=None, batch_size=None, *, key=None, time=None, prepare=None):
         """``model.predict(x)`` for every key.
 
         Parameters
         ----------
-        datasets : mapping
-            Key -> inputs ``x`` (N, T, F) of that key's model.
+        datasets : mapping or DataFrame
+            Key -> inputs ``x`` (N, T, F) of that key's model; or a Dask (or pandas) DataFrame
+            with ``key=`` and ``prepare=`` (as in :func:`fit`: each key's rows are grouped where
+            they live and ``prepare`` turns them into ``x`` there).
         client : dask.distributed.Client, optional
-            Run on the cluster (one task per key); default: here, one key after the other.
+            Run on the cluster (one task per key); default: here, one key after the other (a
+            Dask DataFrame: on Dask's default client).
         batch_size : int, optional
+        key, time : str, optional
+            DataFrames: the key column and the column that orders each key's rows.
+        prepare : callable, optional
+            ``prepare(item) -> x``, run where the task runs.
 
         Returns
         -------
@@ -719,16 +944,19 @@ class Fleet:
         FleetError
             Some keys failed; ``.results`` holds the others.
         """
-        self._check_data_keys(datasets, "predict")
-        return self._map(_predict, datasets, ({"batch_size": batch_size},), client, "predict")
+        datasets, client = self._inputs(datasets, client, "predict", key, time, prepare=prepare)
+        return self._map(_predict, datasets, ({"batch_size": batch_size},), client, "predict", prepare)
 
-    def evaluate(self, datasets, client=None, batch_size=None):
-        """``model.evaluate(x, y, return_dict=True)`` for every key of ``datasets`` (key -> (x, y))."""
-        self._check_data_keys(datasets, "evaluate")
-        return self._map(_evaluate, datasets, ({"batch_size": batch_size},), client, "evaluate")
+    def evaluate(self, datasets, client=None, batch_size=None, *, key=None, time=None, prepare=None):
+        """``model.evaluate(x, y, return_dict=True)`` for every key of ``datasets`` (key -> (x, y));
+        DataFrames as in :meth:`predict`, ``prepare`` returning ``(x, y)``."""
+        datasets, client = self._inputs(datasets, client, "evaluate", key, time, prepare=prepare)
+        return self._map(_evaluate, datasets, ({"batch_size": batch_size},), client, "evaluate", prepare)
 
-    def forecast(self, series, client=None):
-        """Forecasters: the value ``horizon`` steps after the end of each series (key -> values (N,)).
+    def forecast(self, series, client=None, *, key=None, time=None, column=None):
+        """Forecasters: the value ``horizon`` steps after the end of each series (key -> values (N,),
+        or a Dask / pandas DataFrame with ``key=``, ``time=`` and the value ``column=`` as in
+        :func:`fit`).
 
         Returns
         -------
@@ -737,7 +965,7 @@ class Fleet:
         """
         if self.kind != "forecast":
             raise ValueError("forecast: this fleet was not built from a ForecastConfig; use predict")
-        self._check_data_keys(series, "forecast")
+        series, client = self._inputs(series, client, "forecast", key, time, column, series=True)
         return self._map(_forecast, series, (), client, "forecast")
 
     # ---- files ------------------------------------------------------------------------------
@@ -930,7 +1158,7 @@ def _dashboard(client):
 
 
 def _validate(build, datasets, epochs, batch_size, fit_kwargs, prepare, retries, transient, chunksize,
-              n_workers, progress, warmup, seed):
+              n_workers, progress, warmup, seed, key=None, time=None):
     from .forecast import ForecastConfig
 
     if isinstance(build, ForecastConfig):
@@ -947,12 +1175,19 @@ def _validate(build, datasets, epochs, batch_size, fit_kwargs, prepare, retries,
                         f"got {type(build).__name__}")
     if prepare is not None and (not callable(prepare) or _is_jitted(prepare)):
         raise TypeError("prepare: expected a plain Python function item -> data")
-    if not isinstance(datasets, Mapping):
-        raise TypeError(f"datasets: expected a mapping key -> data (e.g. a dict), got {type(datasets).__name__}")
-    if not datasets:
+    if _is_frame(datasets):
+        if key is None:
+            raise ValueError("key: a DataFrame as datasets needs key= (the column that names each series)")
+    elif key is not None or time is not None:
+        raise ValueError("key/time: only for a DataFrame given as datasets")
+    elif not isinstance(datasets, Mapping):
+        raise TypeError(f"datasets: expected a mapping key -> data (e.g. a dict) or a DataFrame with key=, "
+                        f"got {type(datasets).__name__}")
+    elif not datasets:
         raise ValueError("datasets: empty; give at least one key")
-    for k in datasets:
-        _check_key(k)
+    else:
+        for k in datasets:
+            _check_key(k)
     if fit_kwargs is not None and not isinstance(fit_kwargs, Mapping):
         raise TypeError(f"fit_kwargs: expected a dict, got {type(fit_kwargs).__name__}")
     for bad in ("x", "y", "verbose", "seed"):
@@ -977,9 +1212,9 @@ def _validate(build, datasets, epochs, batch_size, fit_kwargs, prepare, retries,
     return kind
 
 
-def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwargs=None, prepare=None, seed=0,
-        retries=2, transient=DEFAULT_TRANSIENT, chunksize="auto", n_workers=None, progress=True, warmup=True,
-        column=None):
+def fit(build, datasets, client=None, *, key=None, time=None, epochs=None, batch_size=None, fit_kwargs=None,
+        prepare=None, seed=0, retries=2, transient=DEFAULT_TRANSIENT, chunksize="auto", n_workers=None,
+        progress=True, warmup=True, column=None):
     """Train one model per key of ``datasets``, in parallel on Dask.
 
     Parameters
@@ -988,11 +1223,17 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
         A function returning a compiled ``Sequential`` or a ``ForecastConfig`` (it may take
         keyword arguments ``key`` and ``seed``), or one ``ForecastConfig`` for every key. With
         a ``ForecastConfig`` each key's data is one series.
-    datasets : mapping
+    datasets : mapping or DataFrame
         Key (str or int) -> data: ``(x, y)`` arrays for a model builder (``x`` (N, T, F)),
         a series (N,) or a CSV path (read on the worker) for a ForecastConfig, a Dask
         ``Future`` or ``Delayed`` of either (the task then runs where the data is), or
         anything ``prepare`` turns into one of those.
+        Or a Dask (or pandas) DataFrame in long format with ``key=``: one row per time step
+        and series, the series named by the ``key`` column. Each key's rows are grouped on
+        the cluster, on the worker that holds them (shuffled there first if a key's rows lie in
+        several partitions; only the keys come to the client), and its model trains there. A
+        ForecastConfig trains on the ``column`` values; a model builder needs ``prepare``,
+        which receives the key's rows as a pandas DataFrame (without the key column).
     client : dask.distributed.Client, optional
         Default: a ``LocalCluster`` of ``n_workers`` single-threaded worker processes, closed
         at the end (without Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` for its workers, which
@@ -1024,7 +1265,13 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
         Warm every worker once with ``client.run`` (import, build, one training step on dummy
         data) and record the cost in ``Fleet.info["warmup"]``.
     column : str or int, optional
-        Column of CSV files given as data (default: the last one).
+        Column of CSV files given as data (default: the last one); of a DataFrame, the series'
+        values (default: the one column besides ``key`` and ``time``).
+    key : str, optional
+        DataFrames: the column that names the series (sensor id, ...). Its values are the
+        fleet's keys (str or int).
+    time : str, optional
+        DataFrames: the column that orders each key's rows (default: the frame's row order).
 
     Returns
     -------
@@ -1037,7 +1284,7 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
         ``dask.distributed`` is not installed (``pip install edgernn[fleet]``).
     """
     kind = _validate(build, datasets, epochs, batch_size, fit_kwargs, prepare, retries, transient, chunksize,
-                     n_workers, progress, warmup, seed)
+                     n_workers, progress, warmup, seed, key, time)
     try:
         import distributed
     except ImportError:
@@ -1048,11 +1295,11 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
         fk["epochs"] = int(epochs)
     if batch_size is not None:
         fk["batch_size"] = int(batch_size)
-    spec = _Spec(kind=kind, build=build, prepare=prepare, fit_kwargs=fk, transient=transient, column=column)
-    keys = [_check_key(k) for k in datasets]
-    if len(set(keys)) != len(keys):
-        raise ValueError("datasets: keys must be unique (int and numpy int keys of equal value collide)")
-    seeds = {k: key_seed(seed, k) for k in keys}
+    fs = _FrameSpec(key, time, column, series=kind == "forecast") if _is_frame(datasets) else None
+    spec = _Spec(kind=kind, build=build, prepare=prepare, fit_kwargs=fk, transient=transient, column=column,
+                 frame=fs)
+    if fs is not None and not _is_dask_frame(datasets):  # pandas: grouped here, before any cluster starts
+        datasets = _frame_datasets(datasets, fs, None, "datasets")
     if progress is True:
         progress = ProgressDisplay()
     elif progress is False:
@@ -1077,18 +1324,27 @@ def fit(build, datasets, client=None, *, epochs=None, batch_size=None, fit_kwarg
     info = {"n_workers": len(client.scheduler_info().get("workers", {})), "chunksize": chunksize,
             "seed": int(seed), "retries": int(retries)}
     try:
-        t_start = time.perf_counter()
+        t_start = _perf_counter()
+        if fs is not None and _is_dask_frame(datasets):  # grouped on the cluster: key -> future
+            datasets = _frame_datasets(datasets, fs, client, "datasets", info)
+            info["frame_group_seconds"] = _perf_counter() - t_start
+        if not datasets:
+            raise ValueError("datasets: the DataFrame has no rows")
+        keys = [_check_key(k) for k in datasets]
+        if len(set(keys)) != len(keys):
+            raise ValueError("datasets: keys must be unique (int and numpy int keys of equal value collide)")
+        seeds = {k: key_seed(seed, k) for k in keys}
         if warmup:
-            t0 = time.perf_counter()
+            t0 = _perf_counter()
             res = client.run(_warm_worker, spec, keys[0], seeds[keys[0]])
             info["warmup"] = res
-            info["warmup_wall_seconds"] = time.perf_counter() - t0
+            info["warmup_wall_seconds"] = _perf_counter() - t0
             errs = {w: r["error"] for w, r in res.items() if r.get("error")}
             if errs:
                 logger.warning("fleet warm-up failed on %d worker(s): %s", len(errs), next(iter(errs.values())))
         blobs, records, failures = _run(client, spec, datasets, keys, seeds, chunksize, int(retries),
                                         progress, info, distributed)
-        info["wall_seconds"] = time.perf_counter() - t_start
+        info["wall_seconds"] = _perf_counter() - t_start
     finally:
         if own is not None:
             cluster = own.cluster

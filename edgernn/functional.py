@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,7 +56,10 @@ def _as_float(a, name, dtype=None):
         raise TypeError(f"{name}: expected a real numeric array, got dtype {a.dtype}")
     if dtype is None:
         dtype = np.float64 if a.dtype == np.float64 else np.float32
-    return np.ascontiguousarray(a, dtype=dtype)
+    out = np.ascontiguousarray(a, dtype=dtype)
+    if not out.flags.writeable:  # numba types read-only arrays apart: each would compile its own kernels (~7 s)
+        out = out.copy()
+    return out
 
 
 def _check_shape(a, name, shape, what):
@@ -87,6 +91,9 @@ def _prepare(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, 
     _check_shape(R, "R", (D, G * H, H), "(num_directions, gates*hidden, hidden)")
     if W is None or W.ndim != 3:
         raise ValueError(f"W: expected shape (num_directions, {G}*hidden, input), got {getattr(W, 'shape', None)}")
+    if W.shape[:2] == (D, G * H) and W.shape[2] != I:
+        raise ValueError(f"X: {I} features per step, but W expects input_size {W.shape[2]} (W: (num_directions, "
+                         f"gates*hidden, input_size) = {W.shape})")
     _check_shape(W, "W", (D, G * H, I), "(num_directions, gates*hidden, input_size)")
     Wb = _as_float(Wb, "Wb", dt)
     Rb = _as_float(Rb, "Rb", dt)
@@ -102,6 +109,8 @@ def _prepare(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, 
     if clip is None:
         clipv = 0.0
     else:
+        if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, numbers.Real):
+            raise TypeError(f"clip: expected a positive number or None, got {clip!r:.40}")
         clipv = float(clip)
         if not clipv > 0:
             raise ValueError(f"clip: expected a positive threshold or None, got {clip!r}")

@@ -32,6 +32,10 @@ Semantics
   ``predict`` supports trailing padding only and would run such an interior step as input.
 - Layers that need the future (``Bidirectional``, ``go_backwards=True``, direction
   ``"reverse"``) cannot stream: creating the stream raises ``ValueError`` naming the layer.
+- Threads: a stream carries its sequences' state, like a file position; use one stream per
+  thread (one shared by two threads at once interleaves their steps). Streams of the same
+  model in different threads, and ``predict`` beside them, are independent
+  (tests/test_fuzz_concurrency.py).
 
 Performance notes
 -----------------

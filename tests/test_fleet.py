@@ -283,3 +283,126 @@ def test_a_lost_worker_does_not_lose_keys(client, tmp_path):
     assert (tmp_path / "died").exists()
     assert f.keys == ["sensor-0", "sensor-1", "die"] and not f.failures
     assert f.model_bytes("die") != f.model_bytes("sensor-0")  # own seed
+
+
+# ---- DataFrames (long format: one row per key and time step) ----------------------------------------
+CFG_DF = ForecastConfig(window=12, test_size=12, cell="gru", units=(4,), dropout=0.0, epochs=2, batch_size=16,
+                        season=12)
+
+
+def long_frame(n_keys=3, n=96, int_keys=False):
+    """(pandas DataFrame sensor/t/value sorted by time (every key in every part), {key: series})."""
+    pd = pytest.importorskip("pandas")
+    t = np.arange(n)
+    series, parts = {}, []
+    for i in range(n_keys):
+        k = 10 + i if int_keys else f"s{i}"
+        v = 3 + i + np.sin(2 * np.pi * t / 12 + i) + 0.05 * np.random.default_rng(i).standard_normal(n)
+        series[k] = v
+        parts.append(pd.DataFrame({"sensor": k, "t": t, "value": v}))
+    df = pd.concat(parts).sort_values("t", kind="stable").reset_index(drop=True)
+    return df, series
+
+
+def windows(rows):
+    """prepare: a key's rows (pandas, columns t/value) -> (x (N, 6, 2), y (N, 1)) float32."""
+    v = rows["value"].to_numpy(np.float32)
+    x = np.stack([np.stack([v[i: i + 6], np.diff(v[i: i + 7])], axis=-1) for i in range(len(v) - 7)])
+    return x, v[7:, None].copy()
+
+
+def windows_x(rows):
+    return windows(rows)[0]
+
+
+def test_dask_dataframe_forecast_fleet_equals_arrays(client):
+    dd = pytest.importorskip("dask.dataframe")
+    df, series = long_frame()
+    ref = fleet.fit(CFG_DF, series, client, progress=False, warmup=False, seed=3)
+    # keys spread over the partitions (shuffled on the cluster), rows in time order by `time`
+    ddf = dd.from_pandas(df.sample(frac=1, random_state=1), npartitions=3)
+    f = fleet.fit(CFG_DF, ddf, client, key="sensor", time="t", progress=False, warmup=False, seed=3)
+    assert f.info["frame_shuffled"] and f.info["frame_partitions"] == 3
+    # one partition per key (no shuffle); no time column: the frame's row order
+    by_key = dd.concat([dd.from_pandas(df[df.sensor == k].drop(columns="t"), npartitions=1) for k in series])
+    g = fleet.fit(CFG_DF, by_key, client, key="sensor", progress=False, warmup=False, seed=3)
+    assert not g.info["frame_shuffled"]
+    # keys spread, no time column: the frame's order survives the shuffle
+    h = fleet.fit(CFG_DF, dd.from_pandas(df.drop(columns="t"), npartitions=4), client, key="sensor",
+                  progress=False, warmup=False, seed=3)
+    for other in (f, g, h):
+        assert other.keys == list(series) and not other.failures
+        for k in series:
+            assert other.model_bytes(k) == ref.model_bytes(k)
+            assert other.metrics[k] == ref.metrics[k]
+    assert f.forecast(ddf, key="sensor", time="t") == ref.forecast(series)
+    assert ref.forecast(ddf, client, key="sensor", time="t") == ref.forecast(series)
+
+
+def test_dask_dataframe_model_builder_with_prepare(client):
+    dd = pytest.importorskip("dask.dataframe")
+    df, series = long_frame(int_keys=True)
+    rows = {k: df[df.sensor == k].drop(columns="sensor").reset_index(drop=True) for k in series}
+    data = {k: windows(r) for k, r in rows.items()}
+    ref = fleet.fit(build_gru, data, client, epochs=2, batch_size=16, progress=False, warmup=False, seed=5)
+    ddf = dd.from_pandas(df, npartitions=2)
+    f = fleet.fit(build_gru, ddf, client, key="sensor", time="t", prepare=windows, epochs=2, batch_size=16,
+                  progress=False, warmup=False, seed=5)
+    assert f.keys == list(series) == [10, 11, 12]
+    for k in series:
+        assert f.model_bytes(k) == ref.model_bytes(k)
+    got = f.predict(ddf, client, key="sensor", time="t", prepare=windows_x)
+    want = ref.predict({k: d[0] for k, d in data.items()})
+    ev = f.evaluate(df, key="sensor", time="t", prepare=windows)  # pandas, here
+    for k in series:
+        np.testing.assert_array_equal(got[k], want[k])
+        assert ev[k]["loss"] == pytest.approx(float(np.mean((want[k] - data[k][1]) ** 2)), rel=1e-5)
+    # without prepare, a model builder cannot use rows: every key fails alone, for good
+    g = fleet.fit(build_gru, ddf, client, key="sensor", epochs=1, progress=False, warmup=False)
+    assert not g.keys and set(g.failures) == set(series)
+    assert all("give prepare=" in e["message"] and e["attempts"] == 1 for e in g.failures.values())
+
+
+def test_pandas_dataframe_input_and_bad_rows(client):
+    pd = pytest.importorskip("pandas")
+    df, series = long_frame(n_keys=2)
+    f = fleet.fit(CFG_DF, df, client, key="sensor", time="t", progress=False, warmup=False)
+    ref = fleet.fit(CFG_DF, series, client, progress=False, warmup=False)
+    assert [f.model_bytes(k) for k in series] == [ref.model_bytes(k) for k in series]
+    # one key's rows cannot become a series (text in the value column): that key fails, the others train
+    dd = pytest.importorskip("dask.dataframe")
+    bad = pd.concat([df.astype({"value": object}),
+                     pd.DataFrame({"sensor": "text", "t": np.arange(30), "value": ["x"] * 30})])
+    g = fleet.fit(CFG_DF, dd.from_pandas(bad, npartitions=2), client, key="sensor", time="t", progress=False,
+                  warmup=False)
+    assert g.keys == list(series) and list(g.failures) == ["text"]
+    assert g.failures["text"]["attempts"] == 1 and not g.failures["text"]["transient"]
+    # the row order kept through a shuffle: partition number in the high bits
+    tagged = dd.from_pandas(df, npartitions=3).map_partitions(fleet._tag_order).compute()
+    assert sorted(set(tagged[fleet._ORDER].to_numpy() >> 40)) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(), ValueError, "key: a DataFrame"),
+    (dict(key="nope"), ValueError, "key='nope' is not a column"),
+    (dict(key="sensor", time="when"), ValueError, "time='when' is not a column"),
+    (dict(key="sensor", time="sensor"), ValueError, "same column"),
+    (dict(key="t"), ValueError, "column: the DataFrame has 2 value columns"),
+    (dict(key="sensor", time="t", column="nope"), ValueError, "column='nope'"),
+    (dict(key="value", time="t", column="t"), TypeError, "keys must be str or int"),
+])
+def test_dataframe_argument_errors(kwargs, exc, match):
+    df, _ = long_frame(n_keys=2, n=30)
+    with pytest.raises(exc, match=match):
+        fleet.fit(CFG_DF, df, **kwargs)
+
+
+def test_key_and_time_only_for_dataframes():
+    with pytest.raises(ValueError, match="only for a DataFrame"):
+        fleet.fit(CFG_DF, {"a": np.zeros(40)}, key="sensor")
+    f = fleet.Fleet({"a": b""})
+    with pytest.raises(ValueError, match="only for a DataFrame"):
+        f.predict({"a": np.zeros((1, 2, 2))}, key="sensor")
+    df, _ = long_frame(n_keys=1, n=30)
+    with pytest.raises(ValueError, match="prepare="):
+        f.predict(df, key="sensor")

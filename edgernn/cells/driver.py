@@ -287,8 +287,8 @@ def backward(spec, cache, dY, dfinals):
     dt = X.dtype
     B, T, I = X.shape
     dY = F._grad_in(dY, "dY", (B, T, D, sz["O"]), dt)
-    dfinals = [F._grad_in(g, f"dY_{n}" if k == 0 else f"dY_{n}", (B, D, w), dt)
-               for k, (g, n, w) in enumerate(zip(dfinals, spec.state_names, sz["widths"], strict=True))]
+    dfinals = [F._grad_in(g, ("dY_h", "dY_c")[k], (B, D, w), dt)  # the *_backward functions' argument names
+               for k, (g, w) in enumerate(zip(dfinals, sz["widths"], strict=True))]
     out = {"X": np.zeros((B, T, I), dt)}
     for k, v in a["P"].items():
         if v is not None:

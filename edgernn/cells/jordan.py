@@ -19,7 +19,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from .._activations import act1, dact1, resolve
+from .._activations import ACTIVATIONS, ONNX_NAMES, act1, dact1, resolve
 from .._config import jit
 from ._ops import (
     F_RSEQ,
@@ -144,6 +144,10 @@ def grads_dict(grads):
 
 
 def _options(activation, output_activation, D, dt, alphas=None, betas=None):
+    for arg, name in (("activation", activation), ("output_activation", output_activation)):
+        if not isinstance(name, str) or name.lower() not in ACTIVATIONS:  # (resolve would say "activation[1]")
+            raise (ValueError if isinstance(name, str) else TypeError)(
+                f"{arg}: unknown activation {name!r:.40}; expected one of {', '.join(ONNX_NAMES.values())}")
     names = []
     for _ in range(D):
         names += [activation, output_activation]

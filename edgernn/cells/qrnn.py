@@ -255,7 +255,7 @@ def sizes(P, D, I, options):
     W, b = P.get("W"), P.get("b")
     if W is None or W.ndim != 3 or W.shape[0] != D or W.shape[2] != k * I or W.shape[1] < G or W.shape[1] % G:
         raise ValueError(f"W: expected shape (num_directions={D}, {G}*hidden, window*input_size={k}*{I}) for "
-                         f"pooling={pooling!r}, got {getattr(W, 'shape', None)}")
+                         f"pooling={pooling!r} (input size {I} from X), got {getattr(W, 'shape', None)}")
     H = W.shape[1] // G
     if b is not None and b.shape != (D, G * H):
         raise ValueError(f"b: expected shape (num_directions, {G}*hidden) = {(D, G * H)} (hidden size {H} from W "

@@ -297,6 +297,8 @@ def sru(X, W, v, b=None, h0=None, c0=None, lengths=None, direction="forward", ac
     """
     D = 2 if direction == "bidirectional" else 1
     dt = np.dtype(np.float64 if np.asarray(X).dtype == np.float64 else np.float32)
+    if isinstance(highway_scale, bool) or not isinstance(highway_scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"highway_scale: expected a finite number, got {highway_scale!r:.40}")
     hs = float(highway_scale)
     if not math.isfinite(hs):
         raise ValueError(f"highway_scale: expected a finite number, got {highway_scale!r}")
