@@ -233,16 +233,41 @@ def _hot(name, M, steps=0):
     small = M.nbytes < _HOT_MIN and not (steps >= 256 and M.nbytes >= 16 << 10)
     if small or M.nbytes > _SCRATCH_MAX:
         return np.ascontiguousarray(M)
+    out = _hot_empty(name, M.shape, M.dtype)
+    np.copyto(out, M)
+    return out
+
+
+def _hot_empty(name, shape, dt):
+    """An uninitialised array in a 2 MiB-aligned block of the pooled buffer ``name`` (see above)."""
+    dt = np.dtype(dt)
+    n = math.prod(shape) * dt.itemsize
+    if n > _SCRATCH_MAX:
+        return np.empty(shape, dt)
     bufs = getattr(_SCRATCH, "hot", None)
     if bufs is None:
         bufs = _SCRATCH.hot = {}
-    n = M.nbytes
     buf = bufs.get(name)
     if buf is None or buf.nbytes < n + 2 * _HUGE:
         buf = bufs[name] = np.empty(n + 2 * _HUGE, np.uint8)  # >= 4 MiB: numpy madvises huge pages
     off = (-buf.ctypes.data) % _HUGE
-    out = buf[off: off + n].view(M.dtype).reshape(M.shape)
-    np.copyto(out, M)
+    return buf[off: off + n].view(dt).reshape(shape)
+
+
+# Batch 1: the recurrent matrix is packed into the layout of ``cells._ops.mv_packed`` (blocks
+# of output rows, K-major) once per call, for sequences of at least _PACK_MIN_T steps (packing
+# costs about two steps' products).
+_PACK_MIN_T = 4
+
+
+def _packed(name, M, B, T):
+    """M (N, K) packed for ``mv_packed`` in a hot buffer, or an empty array where the batch-1
+    kernels should not use it (batches, short sequences)."""
+    if B != 1 or T < _PACK_MIN_T:
+        return np.empty(0, M.dtype)
+    N, Kk = M.shape
+    out = _hot_empty(name, (K.packed_rows(N) * Kk,), M.dtype)
+    K.pack_panels(np.ascontiguousarray(M), out)
     return out
 
 
@@ -289,15 +314,20 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
     Hs = np.empty((T + 1 if train else 1, B, H), dt)
     st.update(A=A, Gt=Gm, Hs=Hs)
     c = None
-    Rn = _hot("Rn", R, T * B)
+    # batch 1 (LSTM, GRU lbr=1): the packed R only; otherwise R (and R^T for gemv)
+    Rp = _packed("Rp", R, B, T) if cell == "lstm" or cell == "gru" and lbr else np.empty(0, dt)
+    if Rp.size:
+        Rn = R
+        tr = _transposed_for_gemv(2, T, dt)  # none
+    else:
+        Rn = _hot("Rn", R, T * B)
     if cell == "rnn":
         _rnn.rnn_forward(Gm, bias, Rn, tr(R), hinit, L, codes[0], al[0], be[0], clipv, train, Yt, h, A, Hs)
     elif cell == "gru":
         RH = np.empty((Tk, B, H), dt)
         Rzr, Rh = R[: 2 * H], R[2 * H:]
-        _gru.gru_forward(Gm, bias, Rn, tr(R), Rzr, tr(Rzr, "RzrT"), Rh, tr(Rh, "RhT"), Rbh, hinit, L, codes, al, be,
-                      clipv, bool(lbr),
-                      train, Yt, h, A, Hs, RH)
+        _gru.gru_forward(Gm, bias, Rn, tr(R), Rp, Rzr, tr(Rzr, "RzrT"), Rh, tr(Rh, "RhT"), Rbh, hinit, L, codes,
+                         al, be, clipv, bool(lbr), train, Yt, h, A, Hs, RH)
         st["RH"] = RH
     else:
         cinit = np.zeros((B, H), dt) if cinit is None else np.ascontiguousarray(cinit)
@@ -305,7 +335,7 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
         c = np.empty((B, H), dt)
         Cs = np.empty((T + 1 if train else 1, B, H), dt)
         Hc = np.empty((Tk, B, H), dt)
-        _lstm.lstm_forward(Gm, bias, Rn, tr(R), Pd, hinit, cinit, L, codes, al, be, clipv, bool(input_forget),
+        _lstm.lstm_forward(Gm, bias, Rn, tr(R), Rp, Pd, hinit, cinit, L, codes, al, be, clipv, bool(input_forget),
                        P is not None, train, Yt, h, c, A, Hs, Cs, Hc)
         st.update(Cs=Cs, Hc=Hc)
     return Yt, h, c

@@ -63,6 +63,7 @@ from .._activations import (
     fast_tanh,
 )
 from .._config import jit
+from ._simd import LANES, vadd, vfma, vload, vsplat, vstore, vzero
 
 
 # ----------------------------------------------------------------------------------------
@@ -110,6 +111,116 @@ def matvec(x, Wn, out, rev):
         for k in range(K):
             s += x[k] * Wn[n, k]
         out[n] = s
+
+
+# ---- packed weights: panels of output rows, K-major (batch 1) ---------------------------
+# ``matvec`` above ends every dot product in a horizontal reduction, and LLVM does not
+# vectorise the reduction-free form from plain numba loops. ``mv_packed`` writes it with
+# explicit vectors (``_simd``): the weight matrix (N, K) is packed once per call into blocks
+# of BLOCK = 64 output rows stored K-major (for each k, the 64 weights of the block's rows,
+# contiguous), then 16-row panels for the rest, zero rows padding N to a multiple of 16. Per
+# block the kernel keeps 8 vector accumulators in registers (4 x 16 rows, two k at a time),
+# so every weight is loaded once, multiplied with a broadcast of x[k] and never reduced
+# across lanes. Measured (one thread, float32, in a T=1000 loop): 256x64 0.48 us against
+# 0.88 us for ``matvec``; 1024x256 8.6 us against 13.4 us (``matvec``) and 10-24 us (gemv).
+BLOCK = 64
+PANEL = LANES
+
+
+def packed_rows(N):
+    """Rows of the packed layout of an (N, K) matrix: N rounded up to a multiple of PANEL."""
+    return -(-int(N) // PANEL) * PANEL
+
+
+@jit
+def pack_panels(M, out):
+    """out (packed_rows(N) * K,) = M (N, K) in the layout ``mv_packed`` reads (see above)."""
+    N, K = M.shape
+    Np = out.shape[0] // K
+    nb = Np // BLOCK
+    z = out.dtype.type(0.0)
+    for r in range(Np):
+        if r < nb * BLOCK:
+            base = (r // BLOCK) * K * BLOCK
+            w = BLOCK
+            c = r % BLOCK
+        else:
+            q = (r - nb * BLOCK) // PANEL
+            base = nb * BLOCK * K + q * K * PANEL
+            w = PANEL
+            c = (r - nb * BLOCK) % PANEL
+        if r < N:
+            for k in range(K):
+                out[base + k * w + c] = M[r, k]
+        else:
+            for k in range(K):
+                out[base + k * w + c] = z
+
+
+@jit
+def mv_packed(x, Wp, out, rev):
+    """out (Np,) = Wp @ x for a matrix packed by ``pack_panels`` (Np = packed_rows(N); rows
+    past N are zero). x (K,), Wp (Np * K,). ``rev`` walks the blocks from the end (snake order:
+    the rows used last are still in L1 when the next step starts)."""
+    K = x.shape[0]
+    Np = out.shape[0]
+    nb = Np // BLOCK
+    nt = (Np - nb * BLOCK) // PANEL
+    K2 = K - (K & 1)
+    K4 = K - (K & 3)
+    n = nb + nt
+    for i in range(n):
+        j = n - 1 - i if rev else i
+        if j < nb:
+            base = j * K * BLOCK
+            a0 = vzero(Wp)
+            a1 = vzero(Wp)
+            a2 = vzero(Wp)
+            a3 = vzero(Wp)
+            b0 = vzero(Wp)
+            b1 = vzero(Wp)
+            b2 = vzero(Wp)
+            b3 = vzero(Wp)
+            for k in range(0, K2, 2):
+                xa = vsplat(x[k])
+                xb = vsplat(x[k + 1])
+                p = base + k * BLOCK
+                a0 = vfma(xa, vload(Wp, p), a0)
+                a1 = vfma(xa, vload(Wp, p + 16), a1)
+                a2 = vfma(xa, vload(Wp, p + 32), a2)
+                a3 = vfma(xa, vload(Wp, p + 48), a3)
+                b0 = vfma(xb, vload(Wp, p + 64), b0)
+                b1 = vfma(xb, vload(Wp, p + 80), b1)
+                b2 = vfma(xb, vload(Wp, p + 96), b2)
+                b3 = vfma(xb, vload(Wp, p + 112), b3)
+            if K2 < K:
+                xa = vsplat(x[K2])
+                p = base + K2 * BLOCK
+                a0 = vfma(xa, vload(Wp, p), a0)
+                a1 = vfma(xa, vload(Wp, p + 16), a1)
+                a2 = vfma(xa, vload(Wp, p + 32), a2)
+                a3 = vfma(xa, vload(Wp, p + 48), a3)
+            o = j * BLOCK
+            vstore(out, o, vadd(a0, b0))
+            vstore(out, o + 16, vadd(a1, b1))
+            vstore(out, o + 32, vadd(a2, b2))
+            vstore(out, o + 48, vadd(a3, b3))
+        else:
+            q = j - nb
+            base = nb * BLOCK * K + q * K * PANEL
+            a0 = vzero(Wp)
+            a1 = vzero(Wp)
+            a2 = vzero(Wp)
+            a3 = vzero(Wp)
+            for k in range(0, K4, 4):
+                p = base + k * PANEL
+                a0 = vfma(vsplat(x[k]), vload(Wp, p), a0)
+                a1 = vfma(vsplat(x[k + 1]), vload(Wp, p + 16), a1)
+                a2 = vfma(vsplat(x[k + 2]), vload(Wp, p + 32), a2)
+                a3 = vfma(vsplat(x[k + 3]), vload(Wp, p + 48), a3)
+            for k in range(K4, K):
+                a0 = vfma(vsplat(x[k]), vload(Wp, base + k * PANEL), a0)
+            vstore(out, nb * BLOCK + q * PANEL, vadd(vadd(a0, a1), vadd(a2, a3)))
 
 
 # Batch 1: weight matrices with at least this many elements go to BLAS gemv (x @ Wt), smaller

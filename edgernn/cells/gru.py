@@ -42,6 +42,7 @@ from ._ops import (
     gemm_rows,
     matmul,
     mv_flat,
+    mv_packed,
     out_deriv,
     pack_fused,
     restore_cols,
@@ -96,11 +97,16 @@ def gru_row_fast(g, r, bias, Rbh, rh, h, y):
 
 
 @jit
-def gru_forward(G, bias, R, RT, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alphas, betas, clip, lbr, train,
+def gru_forward(G, bias, R, RT, Rp, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alphas, betas, clip, lbr, train,
                 Y, h, A, Hs, RH):
+    """Rp: R packed by ``_ops.pack_panels`` for batch 1 with lbr (``mv_packed``), or an empty
+    array (then ``matmul`` with R / RT)."""
     T, B, G3 = G.shape
     H = G3 // 3
     h[:] = h0
+    packed = lbr and B == 1 and Rp.shape[0] > 0
+    recp = np.empty(Rp.shape[0] // H if packed else G3, G.dtype)  # batch 1, packed: (3H rounded up,)
+    h_row = h[0]
     fc, gc = codes[0], codes[1]
     fast = lbr and fc == FAST_SIGMOID and gc == FAST_TANH and clip == 0.0
     need_a = train and (clip > 0.0 or not (out_deriv(fc) and out_deriv(gc)))
@@ -115,19 +121,22 @@ def gru_forward(G, bias, R, RT, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alp
             Hs[t] = h
         rh = RH[k]  # (B, H)
         if lbr:
-            matmul(h, R, RT, rec, t & 1)
+            if packed:
+                mv_packed(h_row, Rp, recp, t & 1)
+            else:
+                matmul(h, R, RT, rec, t & 1)
             for b in range(B):
                 if t >= lengths[b]:
                     for j in range(H):
                         rh[b, j] = ZERO
                     continue
                 gt = G[t, b]  # gate outputs replace the projection in place
+                r = recp if packed else rec[b]
                 if fast:
-                    gru_row_fast(gt, rec[b], bias, Rbh, rh[b], h[b], Y[t, b])
+                    gru_row_fast(gt, r, bias, Rbh, rh[b], h[b], Y[t, b])
                     continue
                 a = A[k, b] if need_a else pre
                 g = G[t, b]
-                r = rec[b]
                 src = gru_zr_gates(a, g, r, bias, tmp, gt, H, clip, fc, alphas[0], betas[0])
                 rhb = rh[b]
                 for j in range(H):

@@ -43,6 +43,7 @@ from ._ops import (
     gemm_rows,
     matmul,
     mv_flat,
+    mv_packed,
     out_deriv,
     pack_fused,
     restore_cols,
@@ -123,16 +124,22 @@ def lstm_row(g, r, bias, P, a, tmp, gt, c, hc, h, y, fc, gc, hcode, alphas, beta
 
 
 @jit
-def lstm_forward(G, bias, R, RT, P, h0, c0, lengths, codes, alphas, betas, clip, input_forget, peep, train,
+def lstm_forward(G, bias, R, RT, Rp, P, h0, c0, lengths, codes, alphas, betas, clip, input_forget, peep, train,
                  Y, h, c, A, Hs, Cs, Hc):
+    """Rp: R packed by ``_ops.pack_panels`` for batch 1 (``mv_packed``), or an empty array
+    (then ``matmul`` with R / RT)."""
     T, B, G4 = G.shape
+    H = R.shape[1]
     h[:] = h0
     c[:] = c0
     fc, gc, hcode = codes[0], codes[1], codes[2]
     fast = fc == FAST_SIGMOID and gc == FAST_TANH and hcode == FAST_TANH and clip == 0.0 and not peep \
         and not input_forget
     need_a = train and (clip > 0.0 or not (out_deriv(fc) and out_deriv(gc)))
+    packed = B == 1 and Rp.shape[0] > 0
     rec = np.empty((B, G4), G.dtype)  # (B, 4H)
+    recp = np.empty(Rp.shape[0] // H if packed else G4, G.dtype)  # batch 1, packed: (4H rounded up,)
+    h_row = h[0]
     pre = np.empty(G4, G.dtype)
     tmp = np.empty(G4, G.dtype)
     for t in range(T):
@@ -140,14 +147,18 @@ def lstm_forward(G, bias, R, RT, P, h0, c0, lengths, codes, alphas, betas, clip,
         if train:
             Hs[t] = h
             Cs[t] = c
-        matmul(h, R, RT, rec, t & 1)
+        if packed:
+            mv_packed(h_row, Rp, recp, t & 1)
+        else:
+            matmul(h, R, RT, rec, t & 1)
         for b in range(B):
             if t >= lengths[b]:
                 continue
+            r = recp if packed else rec[b]
             if fast:  # gate outputs replace the projection in place
-                lstm_row_fast(G[t, b], rec[b], bias, c[b], Hc[k, b], h[b], Y[t, b])
+                lstm_row_fast(G[t, b], r, bias, c[b], Hc[k, b], h[b], Y[t, b])
             else:
-                lstm_row(G[t, b], rec[b], bias, P, A[k, b] if need_a else pre, tmp, G[t, b], c[b], Hc[k, b],
+                lstm_row(G[t, b], r, bias, P, A[k, b] if need_a else pre, tmp, G[t, b], c[b], Hc[k, b],
                          h[b], Y[t, b], fc, gc, hcode, alphas, betas, clip, input_forget, peep)
     if train:
         Hs[T] = h
