@@ -293,10 +293,73 @@ def _transposed_for_gemv(B, T, dt):
     return lambda M, name="RT": _hot(name, M.T) if M.size >= K.GEMV_MIN else none
 
 
+def _fused_b1(cell, B, T, dt, codes, clip, P, input_forget, lbr):
+    """Use the fused batch-1 kernels (``lstm_forward_b1``, ``gru_forward_b1``)? One sequence of
+    at least _PACK_MIN_T steps with the default float32 cell (the cells of ``_batch_minor``)."""
+    return B == 1 and T >= _PACK_MIN_T and dt == np.float32 and _batch_minor(cell, 2, codes, clip, P, input_forget,
+                                                                            lbr)
+
+
+def _forward_b1(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
+    """One direction, one sequence, with the fused batch-1 kernels: weights packed unit-
+    interleaved (``cells._ops.pack_gates16``), the input projection for all steps with the bias
+    (``project_panels``), then the time loop. Fills ``st`` for BPTT (in the batch-major layout
+    of ``_forward_bmaj``). Returns Yt (T, 1, H), h, c (1, H)."""
+    T, _, I = Xt.shape
+    H = R.shape[1]
+    ng = R.shape[0] // H
+    Hp = K.packed_rows(H)
+    N = ng * Hp
+    dt = Xt.dtype
+    Lv = int(L[0])
+    Wp = _hot_empty("Wp", (N * I,), dt)
+    K.pack_gates16(W, H, ng, Wp)
+    Rp = _hot_empty("Rp", (N * H,), dt)
+    K.pack_gates16(R, H, ng, Rp)
+    idx = K.gates16_index(H, ng)
+    bp = np.zeros(N, dt)
+    bp[idx] = bias
+    G = np.empty((T, N), dt) if train else _scratch("G", (T, N), dt)
+    K.project_panels(Xt.reshape(T, I), Wp, bp, G)
+    Yp = _scratch("Yt", (T, Hp), dt)
+    Yp[Lv:] = 0  # padded steps; the kernel writes every row before
+    h = np.zeros(Hp, dt)
+    h[:H] = hinit[0]
+    hbuf = np.empty(Hp, dt)
+    shape_s = (T + 1, Hp) if train else (1, 1)
+    Hs = np.empty(shape_s, dt)
+    c = None
+    if cell == "gru":
+        rbh = np.zeros(Hp, dt)
+        rbh[:H] = Rbh
+        RH = np.zeros((T, Hp) if train else (1, 1), dt)
+        _gru.gru_forward_b1(G, Rp, rbh, Lv, train, Yp, h, hbuf, Hs, RH)
+    else:
+        c = np.zeros(Hp, dt)
+        if cinit is not None:
+            c[:H] = cinit[0]
+        Cs = np.empty(shape_s, dt)
+        Hc = np.zeros((T, Hp) if train else (1, 1), dt)
+        _lstm.lstm_forward_b1(G, Rp, Lv, train, Yp, h, c, hbuf, Hs, Cs, Hc)
+    if train:  # the batch-major layout that the backward kernels read
+        Hs[Lv:] = h  # padded steps hold the state
+        st.update(A=np.empty((1, 1, ng * H), dt), Gt=np.ascontiguousarray(G[:, idx]).reshape(T, 1, ng * H),
+                  Hs=np.ascontiguousarray(Hs[:, :H]).reshape(T + 1, 1, H))
+        if cell == "gru":
+            st["RH"] = np.ascontiguousarray(RH[:, :H]).reshape(T, 1, H)
+        else:
+            Cs[Lv:] = c
+            st.update(Cs=np.ascontiguousarray(Cs[:, :H]).reshape(T + 1, 1, H),
+                      Hc=np.ascontiguousarray(Hc[:, :H]).reshape(T, 1, H))
+    return Yp[:, None, :H], h[None, :H], None if c is None else c[None, :H]
+
+
 def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, be, clipv, input_forget,
                   lbr, train):
     """One direction with the batch-major kernels (every option). Fills ``st`` for BPTT."""
     T, B, I = Xt.shape
+    if _fused_b1(cell, B, T, Xt.dtype, codes, clipv, P, input_forget, lbr):
+        return _forward_b1(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train)
     H = R.shape[1]
     GH = R.shape[0]
     dt = Xt.dtype

@@ -5,7 +5,8 @@ ends in a horizontal reduction, and the reduction-free formulations (weights pac
 of output rows, accumulators held in registers) are not vectorised from numba code at all
 (measured 4-8x slower than the dot products). These intrinsics let a kernel say what it wants:
 ``vload``/``vstore`` move 16 consecutive elements of a 1-D array, ``vsplat`` broadcasts a
-scalar, ``vfma`` is a fused multiply-add (``llvm.fmuladd``), ``vadd`` an addition. A local
+scalar, ``vfma`` is a fused multiply-add (``llvm.fmuladd``), ``vadd``/``vsub``/``vmul``/``vdiv``
+the arithmetic and ``vselect_gt`` a lane-wise choice (clamps, saturation). A local
 variable of the vector type lives in registers (one zmm for float32 with AVX-512, two ymm
 with AVX2, four q registers on NEON: LLVM splits the 16 lanes to fit the target).
 
@@ -46,7 +47,8 @@ class _VecModel(models.PrimitiveModel):
 
 
 def _is_farray(a):
-    return isinstance(a, types.Array) and a.ndim == 1 and a.dtype in _VEC
+    """A C-contiguous float32/float64 array of any rank (indexed flat)."""
+    return isinstance(a, types.Array) and a.layout == "C" and a.dtype in _VEC
 
 
 def _vptr(context, builder, aty, arr, idx):
@@ -57,7 +59,7 @@ def _vptr(context, builder, aty, arr, idx):
 
 @intrinsic
 def vload(typingctx, arr, i):
-    """arr[i:i + LANES] as a vector (1-D contiguous array, no bounds check)."""
+    """arr.flat[i:i + LANES] as a vector (C-contiguous array, no bounds check)."""
     if not (_is_farray(arr) and isinstance(i, types.Integer)):
         return None
 
@@ -70,7 +72,7 @@ def vload(typingctx, arr, i):
 
 @intrinsic
 def vstore(typingctx, arr, i, v):
-    """arr[i:i + LANES] = v."""
+    """arr.flat[i:i + LANES] = v."""
     if not (_is_farray(arr) and isinstance(i, types.Integer) and v == _VEC[arr.dtype]):
         return None
 
@@ -133,3 +135,39 @@ def vadd(typingctx, a, b):
         return builder.fadd(args[0], args[1])
 
     return a(a, b), codegen
+
+
+def _binop(name, op):
+    @intrinsic
+    def fn(typingctx, a, b):
+        if not (isinstance(a, VecType) and a == b):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, op)(args[0], args[1])
+
+        return a(a, b), codegen
+
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"a {op[1:]} b, lane by lane."
+    return fn
+
+
+vsub = _binop("vsub", "fsub")
+vmul = _binop("vmul", "fmul")
+vdiv = _binop("vdiv", "fdiv")
+
+
+@intrinsic
+def vselect_gt(typingctx, a, b, x, y):
+    """x where a > b (ordered: false when either is NaN), else y; lane by lane. With it
+    ``max(v, lo)`` is ``vselect_gt(lo, v, lo, v)`` and ``min(v, hi)`` is
+    ``vselect_gt(v, hi, hi, v)``: NaN passes through, as in numba's scalar min/max."""
+    if not (isinstance(a, VecType) and a == b == x == y):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.select(builder.fcmp_ordered(">", args[0], args[1]), args[2], args[3])
+
+    return a(a, b, x, y), codegen
+

@@ -46,8 +46,11 @@ from ._ops import (
     out_deriv,
     pack_fused,
     restore_cols,
+    vsigmoid,
+    vtanh,
     zero_cols,
 )
+from ._simd import vadd, vfma, vload, vsplat, vstore, vsub, vzero
 from .base import Cell, register
 
 
@@ -193,6 +196,73 @@ def gru_forward(G, bias, R, RT, Rp, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes,
                     y[j] = hv
     if train:
         Hs[T] = h
+
+
+@jit
+def gru_forward_b1(G, Rp, rbh, L, train, Y, h, hbuf, Hs, RH):
+    """Batch 1, the default float32 GRU (fast sigmoid/tanh, lbr=1, no clip), one fused pass per
+    step and block of 16 units (see ``lstm_forward_b1``).
+
+    G (T, 3Hp): X W^T + (Wb + Rb for z, r; Wbh for h~) for all steps, unit-interleaved; the
+    gate outputs (z, r, h~) replace it for t < L when ``train``. Rp: R (3H, H) packed by
+    ``pack_gates16``; rbh (Hp,): Rbh. h (Hp,): the initial state (zero past H) in, the state
+    after step L out; hbuf (Hp,) scratch. Y (T, Hp): h_t for t < L. With ``train``: Hs (T+1, Hp)
+    the states before each step t < L, RH (T, Hp) H Rh^T + Rbh.
+    """
+    N = G.shape[1]
+    Hp = h.shape[0]
+    K = Rp.shape[0] // N  # = H
+    K2 = K - (K & 1)
+    KP = K * 16
+    nu = Hp // 16
+    for t in range(L):
+        odd = t & 1
+        src = hbuf if odd else h
+        dst = h if odd else hbuf
+        if train:
+            Hs[t] = src
+        g0 = t * N
+        for i in range(nu):
+            u = nu - 1 - i if odd else i
+            gb = g0 + u * 48
+            wb = u * 3 * KP
+            cu = u * 16
+            az = vload(G, gb)
+            ar = vload(G, gb + 16)
+            ah = vload(rbh, cu)
+            bz = vzero(G)
+            br = vzero(G)
+            bh = vzero(G)
+            for k in range(0, K2, 2):
+                xa = vsplat(src[k])
+                xb = vsplat(src[k + 1])
+                p = wb + k * 16
+                az = vfma(xa, vload(Rp, p), az)
+                ar = vfma(xa, vload(Rp, p + KP), ar)
+                ah = vfma(xa, vload(Rp, p + 2 * KP), ah)
+                bz = vfma(xb, vload(Rp, p + 16), bz)
+                br = vfma(xb, vload(Rp, p + KP + 16), br)
+                bh = vfma(xb, vload(Rp, p + 2 * KP + 16), bh)
+            if K2 < K:
+                xa = vsplat(src[K2])
+                p = wb + K2 * 16
+                az = vfma(xa, vload(Rp, p), az)
+                ar = vfma(xa, vload(Rp, p + KP), ar)
+                ah = vfma(xa, vload(Rp, p + 2 * KP), ah)
+            gz = vsigmoid(vadd(az, bz))
+            gr = vsigmoid(vadd(ar, br))
+            rh = vadd(ah, bh)
+            hh = vtanh(vfma(gr, rh, vload(G, gb + 32)))
+            hn = vfma(gz, vsub(vload(src, cu), hh), hh)  # (1 - z) h~ + z h
+            vstore(dst, cu, hn)
+            vstore(Y, t * Hp + cu, hn)
+            if train:
+                vstore(G, gb, gz)
+                vstore(G, gb + 16, gr)
+                vstore(G, gb + 32, hh)
+                vstore(RH, t * Hp + cu, rh)
+    if L & 1:
+        h[:] = hbuf
 
 
 @jit

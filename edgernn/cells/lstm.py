@@ -47,8 +47,11 @@ from ._ops import (
     out_deriv,
     pack_fused,
     restore_cols,
+    vsigmoid,
+    vtanh,
     zero_cols,
 )
+from ._simd import vadd, vfma, vload, vmul, vsplat, vstore, vzero
 from .base import Cell, register
 
 
@@ -163,6 +166,85 @@ def lstm_forward(G, bias, R, RT, Rp, P, h0, c0, lengths, codes, alphas, betas, c
     if train:
         Hs[T] = h
         Cs[T] = c
+
+
+@jit
+def lstm_forward_b1(G, Rp, L, train, Y, h, c, hbuf, Hs, Cs, Hc):
+    """Batch 1, the default float32 LSTM (fast sigmoid/tanh, no clip, peepholes or
+    input_forget), one fused pass per step and block of 16 units (``_ops``: "fused batch-1
+    kernels"): the block's 64 gate rows of R @ h_{t-1} accumulate in vector registers on top of
+    the projection, and the gates, c_t and h_t are computed from those registers.
+
+    G (T, 4Hp): X W^T + Wb + Rb for all steps, unit-interleaved; the gate outputs (i, o, f, c~)
+    replace it for t < L when ``train``. Rp: R (4H, H) packed by ``pack_gates16``. h, c (Hp,):
+    the initial state (zero past H) in, the state after step L out; hbuf (Hp,) scratch (h_t
+    alternates between h and hbuf). Y (T, Hp): h_t for t < L. With ``train``: Hs, Cs (T+1, Hp)
+    the states before each step t < L, Hc (T, Hp) tanh(c_t).
+    """
+    N = G.shape[1]
+    Hp = h.shape[0]
+    K = Rp.shape[0] // N  # = H
+    K2 = K - (K & 1)
+    KP = K * 16  # one panel
+    nu = Hp // 16
+    for t in range(L):
+        odd = t & 1
+        src = hbuf if odd else h
+        dst = h if odd else hbuf
+        if train:
+            Hs[t] = src
+            Cs[t] = c
+        g0 = t * N
+        for i in range(nu):
+            u = nu - 1 - i if odd else i  # snake order: the panels used last are still in L1
+            gb = g0 + u * 64
+            wb = u * 4 * KP
+            ai = vload(G, gb)
+            ao = vload(G, gb + 16)
+            af = vload(G, gb + 32)
+            ac = vload(G, gb + 48)
+            bi = vzero(G)
+            bo = vzero(G)
+            bf = vzero(G)
+            bc = vzero(G)
+            for k in range(0, K2, 2):
+                xa = vsplat(src[k])
+                xb = vsplat(src[k + 1])
+                p = wb + k * 16
+                ai = vfma(xa, vload(Rp, p), ai)
+                ao = vfma(xa, vload(Rp, p + KP), ao)
+                af = vfma(xa, vload(Rp, p + 2 * KP), af)
+                ac = vfma(xa, vload(Rp, p + 3 * KP), ac)
+                bi = vfma(xb, vload(Rp, p + 16), bi)
+                bo = vfma(xb, vload(Rp, p + KP + 16), bo)
+                bf = vfma(xb, vload(Rp, p + 2 * KP + 16), bf)
+                bc = vfma(xb, vload(Rp, p + 3 * KP + 16), bc)
+            if K2 < K:
+                xa = vsplat(src[K2])
+                p = wb + K2 * 16
+                ai = vfma(xa, vload(Rp, p), ai)
+                ao = vfma(xa, vload(Rp, p + KP), ao)
+                af = vfma(xa, vload(Rp, p + 2 * KP), af)
+                ac = vfma(xa, vload(Rp, p + 3 * KP), ac)
+            gi = vsigmoid(vadd(ai, bi))
+            go = vsigmoid(vadd(ao, bo))
+            gf = vsigmoid(vadd(af, bf))
+            gc = vtanh(vadd(ac, bc))
+            cu = u * 16
+            cn = vfma(gf, vload(c, cu), vmul(gi, gc))
+            hc = vtanh(cn)
+            hn = vmul(go, hc)
+            vstore(c, cu, cn)
+            vstore(dst, cu, hn)
+            vstore(Y, t * Hp + cu, hn)
+            if train:
+                vstore(G, gb, gi)
+                vstore(G, gb + 16, go)
+                vstore(G, gb + 32, gf)
+                vstore(G, gb + 48, gc)
+                vstore(Hc, t * Hp + cu, hc)
+    if L & 1:
+        h[:] = hbuf
 
 
 @jit
