@@ -293,25 +293,29 @@ def _transposed_for_gemv(B, T, dt):
     return lambda M, name="RT": _hot(name, M.T) if M.size >= K.GEMV_MIN else none
 
 
-def _fused_b1(cell, B, T, dt, codes, clip, P, input_forget, lbr):
-    """Use the fused batch-1 kernels (``lstm_forward_b1``, ``gru_forward_b1``)? One sequence of
-    at least _PACK_MIN_T steps with the default float32 cell (the cells of ``_batch_minor``)."""
-    return B == 1 and T >= _PACK_MIN_T and dt == np.float32 and _batch_minor(cell, 2, codes, clip, P, input_forget,
-                                                                            lbr)
+def _fused(cell, B, T, dt, codes, clip, P, input_forget, lbr):
+    """Use the fused kernels (``lstm_forward_fused``, ``gru_forward_fused``)? The default float32
+    cells (those of ``_batch_minor``), from _PACK_MIN_T sequence steps on (packing the weights
+    costs about two steps' products)."""
+    return B * T >= _PACK_MIN_T and dt == np.float32 and _batch_minor(cell, 2, codes, clip, P, input_forget, lbr)
 
 
-def _forward_b1(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
-    """One direction, one sequence, with the fused batch-1 kernels: weights packed unit-
-    interleaved (``cells._ops.pack_gates16``), the input projection for all steps with the bias
-    (``project_panels``), then the time loop. Fills ``st`` for BPTT (in the batch-major layout
-    of ``_forward_bmaj``). Returns Yt (T, 1, H), h, c (1, H)."""
-    T, _, I = Xt.shape
+def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=None):
+    """One direction with the fused kernels: weights packed unit-interleaved
+    (``cells._ops.pack_gates16``), the input projection for all steps with the bias
+    (``project_panels``), then the time loop. With ``train`` fills ``st`` for BPTT in the layout
+    of the backward kernels (batch-major for one sequence, batch-minor for more: ``st["bm"]``).
+    Yout: None, or (Y, view): the caller's C-contiguous output Y (B', T, D, H), H a multiple of
+    16, and the (B, T, H) view of it to fill, written directly (no copy; Y is returned as None). Otherwise returns Y
+    (T, B, H) (a view of a scratch buffer). Also returns h, c (B, H).
+    """
+    T, B, I = Xt.shape
     H = R.shape[1]
     ng = R.shape[0] // H
     Hp = K.packed_rows(H)
     N = ng * Hp
     dt = Xt.dtype
-    Lv = int(L[0])
+    Lmax = int(L.max())
     Wp = _hot_empty("Wp", (N * I,), dt)
     K.pack_gates16(W, H, ng, Wp)
     Rp = _hot_empty("Rp", (N * H,), dt)
@@ -319,47 +323,60 @@ def _forward_b1(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
     idx = K.gates16_index(H, ng)
     bp = np.zeros(N, dt)
     bp[idx] = bias
-    G = np.empty((T, N), dt) if train else _scratch("G", (T, N), dt)
-    K.project_panels(Xt.reshape(T, I), Wp, bp, G)
-    Yp = _scratch("Yt", (T, Hp), dt)
-    Yp[Lv:] = 0  # padded steps; the kernel writes every row before
-    h = np.zeros(Hp, dt)
-    h[:H] = hinit[0]
-    hbuf = np.empty(Hp, dt)
-    shape_s = (T + 1, Hp) if train else (1, 1)
+    G = np.empty((T, B, N), dt) if train else _scratch("G", (T, B, N), dt)
+    K.project_panels(Xt.reshape(T * B, I), Wp, bp, G.reshape(T * B, N))
+    if Yout is None:
+        Yp = _scratch("Yt", (T, B, Hp), dt)
+        Yp[Lmax:] = 0  # the kernel writes every row before
+        ysb, yst, y0 = Hp, B * Hp, 0
+        Ybuf = Yp
+    else:  # (B, T, H) view of (B', T, D, H): strides in elements
+        Ybuf, Yout = Yout
+        it = dt.itemsize
+        ysb, yst = Yout.strides[0] // it, Yout.strides[1] // it
+        y0 = (Yout.__array_interface__["data"][0] - Ybuf.__array_interface__["data"][0]) // it
+        if Lmax < T:
+            Yout[:, Lmax:] = 0
+    h = np.zeros((B, Hp), dt)
+    h[:, :H] = hinit
+    hbuf = np.empty((B, Hp), dt)
+    shape_s = (T + 1, B, Hp) if train else (1, 1, 1)
     Hs = np.empty(shape_s, dt)
     c = None
     if cell == "gru":
         rbh = np.zeros(Hp, dt)
         rbh[:H] = Rbh
-        RH = np.zeros((T, Hp) if train else (1, 1), dt)
-        _gru.gru_forward_b1(G, Rp, rbh, Lv, train, Yp, h, hbuf, Hs, RH)
+        RH = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
+        _gru.gru_forward_fused(G, Rp, rbh, L, train, Ybuf, ysb, yst, y0, h, hbuf, Hs, RH)
     else:
-        c = np.zeros(Hp, dt)
+        c = np.zeros((B, Hp), dt)
         if cinit is not None:
-            c[:H] = cinit[0]
+            c[:, :H] = cinit
         Cs = np.empty(shape_s, dt)
-        Hc = np.zeros((T, Hp) if train else (1, 1), dt)
-        _lstm.lstm_forward_b1(G, Rp, Lv, train, Yp, h, c, hbuf, Hs, Cs, Hc)
-    if train:  # the batch-major layout that the backward kernels read
-        Hs[Lv:] = h  # padded steps hold the state
-        st.update(A=np.empty((1, 1, ng * H), dt), Gt=np.ascontiguousarray(G[:, idx]).reshape(T, 1, ng * H),
-                  Hs=np.ascontiguousarray(Hs[:, :H]).reshape(T + 1, 1, H))
+        Hc = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
+        _lstm.lstm_forward_fused(G, Rp, L, train, Ybuf, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc)
+    if train:  # the layout the backward kernels read
+        Hs[Lmax:] = h  # steps past every sequence's end hold the state
+        bm = B > 1
+        st["bm"] = bm
+
+        def lay(a, n):  # (T', B, >= n) -> batch-major (T', B, n) or batch-minor (T', n, B), contiguous
+            a = a[:, :, :n]
+            return np.ascontiguousarray(a.transpose(0, 2, 1) if bm else a)
+
+        st.update(A=np.empty((1, 1, ng * H), dt), Gt=lay(G[:, :, idx], ng * H), Hs=lay(Hs, H))
         if cell == "gru":
-            st["RH"] = np.ascontiguousarray(RH[:, :H]).reshape(T, 1, H)
+            st["RH"] = lay(RH, H)
         else:
-            Cs[Lv:] = c
-            st.update(Cs=np.ascontiguousarray(Cs[:, :H]).reshape(T + 1, 1, H),
-                      Hc=np.ascontiguousarray(Hc[:, :H]).reshape(T, 1, H))
-    return Yp[:, None, :H], h[None, :H], None if c is None else c[None, :H]
+            Cs[Lmax:] = c
+            st.update(Cs=lay(Cs, H), Hc=lay(Hc, H))
+    return None if Yout is not None else Yp[:, :, :H], h[:, :H], None if c is None else c[:, :H]
 
 
 def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, be, clipv, input_forget,
                   lbr, train):
     """One direction with the batch-major kernels (every option). Fills ``st`` for BPTT."""
     T, B, I = Xt.shape
-    if _fused_b1(cell, B, T, Xt.dtype, codes, clipv, P, input_forget, lbr):
-        return _forward_b1(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train)
     H = R.shape[1]
     GH = R.shape[0]
     dt = Xt.dtype
@@ -468,7 +485,13 @@ def _forward_task(cell, a, d, b0, b1, train, Y, Y_h, Y_c):
     st = dict(d=d, b0=b0, b1=b1, Xt=Xt, ridx=ridx,
               bm=_batch_minor(cell, B, a["codes"][d], a["clip"], P, a["input_forget"], cell_lbr))
     W, R = a["W"][d], a["R"][d]
-    if st["bm"]:
+    if _fused(cell, B, T, dt, a["codes"][d], a["clip"], P, a["input_forget"], cell_lbr):
+        direct = ridx is None and H % K.PANEL == 0 and Y.flags.c_contiguous
+        Yt, h, c = _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train,
+                                  (Y, Y[b0:b1, :, d, :]) if direct else None)
+        if not direct:
+            Y[b0:b1, :, d, :] = _batch_first(Yt, ridx)
+    elif st["bm"]:
         Yt, h, c = _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train)
         Ytb = _scratch("Ytb", (T, B, H), dt)
         np.copyto(Ytb, Yt.transpose(0, 2, 1))  # in two steps: 4x faster than (T, H, B) -> (B, T, H)

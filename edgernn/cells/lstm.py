@@ -169,81 +169,254 @@ def lstm_forward(G, bias, R, RT, Rp, P, h0, c0, lengths, codes, alphas, betas, c
 
 
 @jit
-def lstm_forward_b1(G, Rp, L, train, Y, h, c, hbuf, Hs, Cs, Hc):
-    """Batch 1, the default float32 LSTM (fast sigmoid/tanh, no clip, peepholes or
-    input_forget), one fused pass per step and block of 16 units (``_ops``: "fused batch-1
-    kernels"): the block's 64 gate rows of R @ h_{t-1} accumulate in vector registers on top of
-    the projection, and the gates, c_t and h_t are computed from those registers.
+def lstm_forward_fused(G, Rp, lengths, train, Y, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc):
+    """The default float32 LSTM (fast sigmoid/tanh, no clip, peepholes or input_forget), any
+    batch, one fused pass per step and block of 16 units (``_ops``: "fused kernels"): the block's
+    64 gate rows of R @ h_{t-1} accumulate in vector registers on top of the projection, for six
+    or four sequences at a time (24 or 16 accumulators: every weight loaded is used six or four
+    times; the blocks are unrolled by hand), then one at a time; the gates, c_t and h_t follow from those sums (parked in an L1-resident buffer: a helper
+    function taking the arrays would cost reference counting on every call).
 
-    G (T, 4Hp): X W^T + Wb + Rb for all steps, unit-interleaved; the gate outputs (i, o, f, c~)
-    replace it for t < L when ``train``. Rp: R (4H, H) packed by ``pack_gates16``. h, c (Hp,):
-    the initial state (zero past H) in, the state after step L out; hbuf (Hp,) scratch (h_t
-    alternates between h and hbuf). Y (T, Hp): h_t for t < L. With ``train``: Hs, Cs (T+1, Hp)
-    the states before each step t < L, Hc (T, Hp) tanh(c_t).
+    G (T, B, 4Hp): X W^T + Wb + Rb for all steps, unit-interleaved; with ``train`` the gate
+    outputs (i, o, f, c~) replace it on the steps that are not padding. Rp: R (4H, H) packed by
+    ``pack_gates16``. h, c (B, Hp): the initial state (zero past H) in, the final state out;
+    hbuf (B, Hp) scratch (h_t alternates between h and hbuf). Y: h_t, zero on padded steps, for t <
+    max(lengths) (the caller zeroes the rest): the 16 units from 16u of sequence b at step t go to
+    Y.flat[y0 + b * ysb + t * yst + 16u:][:16] (a (T, B, Hp) scratch, or the caller's (B, T, D, H)
+    output when H is a multiple of 16). With ``train``: Hs, Cs (T+1, B, Hp) the states before each
+    step t < max(lengths), Hc (T, B, Hp) tanh(c_t).
     """
-    N = G.shape[1]
-    Hp = h.shape[0]
+    T, B, N = G.shape
+    Hp = h.shape[1]
     K = Rp.shape[0] // N  # = H
     K2 = K - (K & 1)
     KP = K * 16  # one panel
     nu = Hp // 16
-    for t in range(L):
+    acc = np.empty(6 * 64, G.dtype)
+    Lmax = lengths.max() if B > 0 else 0
+    for t in range(Lmax):
         odd = t & 1
         src = hbuf if odd else h
         dst = h if odd else hbuf
         if train:
             Hs[t] = src
             Cs[t] = c
-        g0 = t * N
         for i in range(nu):
-            u = nu - 1 - i if odd else i  # snake order: the panels used last are still in L1
-            gb = g0 + u * 64
+            u = nu - 1 - i if odd else i  # snake order: the panels used last are still in cache
             wb = u * 4 * KP
-            ai = vload(G, gb)
-            ao = vload(G, gb + 16)
-            af = vload(G, gb + 32)
-            ac = vload(G, gb + 48)
-            bi = vzero(G)
-            bo = vzero(G)
-            bf = vzero(G)
-            bc = vzero(G)
-            for k in range(0, K2, 2):
-                xa = vsplat(src[k])
-                xb = vsplat(src[k + 1])
-                p = wb + k * 16
-                ai = vfma(xa, vload(Rp, p), ai)
-                ao = vfma(xa, vload(Rp, p + KP), ao)
-                af = vfma(xa, vload(Rp, p + 2 * KP), af)
-                ac = vfma(xa, vload(Rp, p + 3 * KP), ac)
-                bi = vfma(xb, vload(Rp, p + 16), bi)
-                bo = vfma(xb, vload(Rp, p + KP + 16), bo)
-                bf = vfma(xb, vload(Rp, p + 2 * KP + 16), bf)
-                bc = vfma(xb, vload(Rp, p + 3 * KP + 16), bc)
-            if K2 < K:
-                xa = vsplat(src[K2])
-                p = wb + K2 * 16
-                ai = vfma(xa, vload(Rp, p), ai)
-                ao = vfma(xa, vload(Rp, p + KP), ao)
-                af = vfma(xa, vload(Rp, p + 2 * KP), af)
-                ac = vfma(xa, vload(Rp, p + 3 * KP), ac)
-            gi = vsigmoid(vadd(ai, bi))
-            go = vsigmoid(vadd(ao, bo))
-            gf = vsigmoid(vadd(af, bf))
-            gc = vtanh(vadd(ac, bc))
             cu = u * 16
-            cn = vfma(gf, vload(c, cu), vmul(gi, gc))
-            hc = vtanh(cn)
-            hn = vmul(go, hc)
-            vstore(c, cu, cn)
-            vstore(dst, cu, hn)
-            vstore(Y, t * Hp + cu, hn)
-            if train:
-                vstore(G, gb, gi)
-                vstore(G, gb + 16, go)
-                vstore(G, gb + 32, gf)
-                vstore(G, gb + 48, gc)
-                vstore(Hc, t * Hp + cu, hc)
-    if L & 1:
+            b0 = 0
+            while b0 < B:
+                g0 = (t * B + b0) * N + u * 64
+                r = B - b0
+                if r >= 6 and r != 8:  # 6 sequences: 24 accumulators
+                    v00 = vload(G, g0)
+                    v01 = vload(G, g0 + 16)
+                    v02 = vload(G, g0 + 32)
+                    v03 = vload(G, g0 + 48)
+                    v10 = vload(G, g0 + 1 * N)
+                    v11 = vload(G, g0 + 1 * N + 16)
+                    v12 = vload(G, g0 + 1 * N + 32)
+                    v13 = vload(G, g0 + 1 * N + 48)
+                    v20 = vload(G, g0 + 2 * N)
+                    v21 = vload(G, g0 + 2 * N + 16)
+                    v22 = vload(G, g0 + 2 * N + 32)
+                    v23 = vload(G, g0 + 2 * N + 48)
+                    v30 = vload(G, g0 + 3 * N)
+                    v31 = vload(G, g0 + 3 * N + 16)
+                    v32 = vload(G, g0 + 3 * N + 32)
+                    v33 = vload(G, g0 + 3 * N + 48)
+                    v40 = vload(G, g0 + 4 * N)
+                    v41 = vload(G, g0 + 4 * N + 16)
+                    v42 = vload(G, g0 + 4 * N + 32)
+                    v43 = vload(G, g0 + 4 * N + 48)
+                    v50 = vload(G, g0 + 5 * N)
+                    v51 = vload(G, g0 + 5 * N + 16)
+                    v52 = vload(G, g0 + 5 * N + 32)
+                    v53 = vload(G, g0 + 5 * N + 48)
+                    for k in range(K):
+                        p = wb + k * 16
+                        w0 = vload(Rp, p)
+                        w1 = vload(Rp, p + KP)
+                        w2 = vload(Rp, p + 2 * KP)
+                        w3 = vload(Rp, p + 3 * KP)
+                        x = vsplat(src[b0, k])
+                        v00 = vfma(x, w0, v00)
+                        v01 = vfma(x, w1, v01)
+                        v02 = vfma(x, w2, v02)
+                        v03 = vfma(x, w3, v03)
+                        x = vsplat(src[b0 + 1, k])
+                        v10 = vfma(x, w0, v10)
+                        v11 = vfma(x, w1, v11)
+                        v12 = vfma(x, w2, v12)
+                        v13 = vfma(x, w3, v13)
+                        x = vsplat(src[b0 + 2, k])
+                        v20 = vfma(x, w0, v20)
+                        v21 = vfma(x, w1, v21)
+                        v22 = vfma(x, w2, v22)
+                        v23 = vfma(x, w3, v23)
+                        x = vsplat(src[b0 + 3, k])
+                        v30 = vfma(x, w0, v30)
+                        v31 = vfma(x, w1, v31)
+                        v32 = vfma(x, w2, v32)
+                        v33 = vfma(x, w3, v33)
+                        x = vsplat(src[b0 + 4, k])
+                        v40 = vfma(x, w0, v40)
+                        v41 = vfma(x, w1, v41)
+                        v42 = vfma(x, w2, v42)
+                        v43 = vfma(x, w3, v43)
+                        x = vsplat(src[b0 + 5, k])
+                        v50 = vfma(x, w0, v50)
+                        v51 = vfma(x, w1, v51)
+                        v52 = vfma(x, w2, v52)
+                        v53 = vfma(x, w3, v53)
+                    vstore(acc, 0, v00)
+                    vstore(acc, 16, v01)
+                    vstore(acc, 32, v02)
+                    vstore(acc, 48, v03)
+                    vstore(acc, 64, v10)
+                    vstore(acc, 80, v11)
+                    vstore(acc, 96, v12)
+                    vstore(acc, 112, v13)
+                    vstore(acc, 128, v20)
+                    vstore(acc, 144, v21)
+                    vstore(acc, 160, v22)
+                    vstore(acc, 176, v23)
+                    vstore(acc, 192, v30)
+                    vstore(acc, 208, v31)
+                    vstore(acc, 224, v32)
+                    vstore(acc, 240, v33)
+                    vstore(acc, 256, v40)
+                    vstore(acc, 272, v41)
+                    vstore(acc, 288, v42)
+                    vstore(acc, 304, v43)
+                    vstore(acc, 320, v50)
+                    vstore(acc, 336, v51)
+                    vstore(acc, 352, v52)
+                    vstore(acc, 368, v53)
+                    nb = 6
+                elif r >= 4:  # 4 sequences: 16 accumulators
+                    v00 = vload(G, g0)
+                    v01 = vload(G, g0 + 16)
+                    v02 = vload(G, g0 + 32)
+                    v03 = vload(G, g0 + 48)
+                    v10 = vload(G, g0 + 1 * N)
+                    v11 = vload(G, g0 + 1 * N + 16)
+                    v12 = vload(G, g0 + 1 * N + 32)
+                    v13 = vload(G, g0 + 1 * N + 48)
+                    v20 = vload(G, g0 + 2 * N)
+                    v21 = vload(G, g0 + 2 * N + 16)
+                    v22 = vload(G, g0 + 2 * N + 32)
+                    v23 = vload(G, g0 + 2 * N + 48)
+                    v30 = vload(G, g0 + 3 * N)
+                    v31 = vload(G, g0 + 3 * N + 16)
+                    v32 = vload(G, g0 + 3 * N + 32)
+                    v33 = vload(G, g0 + 3 * N + 48)
+                    for k in range(K):
+                        p = wb + k * 16
+                        w0 = vload(Rp, p)
+                        w1 = vload(Rp, p + KP)
+                        w2 = vload(Rp, p + 2 * KP)
+                        w3 = vload(Rp, p + 3 * KP)
+                        x = vsplat(src[b0, k])
+                        v00 = vfma(x, w0, v00)
+                        v01 = vfma(x, w1, v01)
+                        v02 = vfma(x, w2, v02)
+                        v03 = vfma(x, w3, v03)
+                        x = vsplat(src[b0 + 1, k])
+                        v10 = vfma(x, w0, v10)
+                        v11 = vfma(x, w1, v11)
+                        v12 = vfma(x, w2, v12)
+                        v13 = vfma(x, w3, v13)
+                        x = vsplat(src[b0 + 2, k])
+                        v20 = vfma(x, w0, v20)
+                        v21 = vfma(x, w1, v21)
+                        v22 = vfma(x, w2, v22)
+                        v23 = vfma(x, w3, v23)
+                        x = vsplat(src[b0 + 3, k])
+                        v30 = vfma(x, w0, v30)
+                        v31 = vfma(x, w1, v31)
+                        v32 = vfma(x, w2, v32)
+                        v33 = vfma(x, w3, v33)
+                    vstore(acc, 0, v00)
+                    vstore(acc, 16, v01)
+                    vstore(acc, 32, v02)
+                    vstore(acc, 48, v03)
+                    vstore(acc, 64, v10)
+                    vstore(acc, 80, v11)
+                    vstore(acc, 96, v12)
+                    vstore(acc, 112, v13)
+                    vstore(acc, 128, v20)
+                    vstore(acc, 144, v21)
+                    vstore(acc, 160, v22)
+                    vstore(acc, 176, v23)
+                    vstore(acc, 192, v30)
+                    vstore(acc, 208, v31)
+                    vstore(acc, 224, v32)
+                    vstore(acc, 240, v33)
+                    nb = 4
+                else:  # one sequence: two k at a time into two sets of accumulators (FMA latency)
+                    a0 = vload(G, g0)
+                    a1 = vload(G, g0 + 16)
+                    a2 = vload(G, g0 + 32)
+                    a3 = vload(G, g0 + 48)
+                    b0_ = vzero(G)
+                    b1 = vzero(G)
+                    b2 = vzero(G)
+                    b3 = vzero(G)
+                    for k in range(0, K2, 2):
+                        xa = vsplat(src[b0, k])
+                        xb = vsplat(src[b0, k + 1])
+                        p = wb + k * 16
+                        a0 = vfma(xa, vload(Rp, p), a0)
+                        a1 = vfma(xa, vload(Rp, p + KP), a1)
+                        a2 = vfma(xa, vload(Rp, p + 2 * KP), a2)
+                        a3 = vfma(xa, vload(Rp, p + 3 * KP), a3)
+                        b0_ = vfma(xb, vload(Rp, p + 16), b0_)
+                        b1 = vfma(xb, vload(Rp, p + KP + 16), b1)
+                        b2 = vfma(xb, vload(Rp, p + 2 * KP + 16), b2)
+                        b3 = vfma(xb, vload(Rp, p + 3 * KP + 16), b3)
+                    if K2 < K:
+                        xa = vsplat(src[b0, K2])
+                        p = wb + K2 * 16
+                        a0 = vfma(xa, vload(Rp, p), a0)
+                        a1 = vfma(xa, vload(Rp, p + KP), a1)
+                        a2 = vfma(xa, vload(Rp, p + 2 * KP), a2)
+                        a3 = vfma(xa, vload(Rp, p + 3 * KP), a3)
+                    vstore(acc, 0, vadd(a0, b0_))
+                    vstore(acc, 16, vadd(a1, b1))
+                    vstore(acc, 32, vadd(a2, b2))
+                    vstore(acc, 48, vadd(a3, b3))
+                    nb = 1
+                for j in range(nb):
+                    b = b0 + j
+                    sb = b * Hp + cu
+                    yb = y0 + b * ysb + t * yst + cu
+                    hb = (t * B + b) * Hp + cu
+                    if t < lengths[b]:
+                        q = j * 64
+                        gi = vsigmoid(vload(acc, q))
+                        go = vsigmoid(vload(acc, q + 16))
+                        gf = vsigmoid(vload(acc, q + 32))
+                        gc = vtanh(vload(acc, q + 48))
+                        cn = vfma(gf, vload(c, sb), vmul(gi, gc))
+                        hc = vtanh(cn)
+                        hn = vmul(go, hc)
+                        vstore(c, sb, cn)
+                        vstore(dst, sb, hn)
+                        vstore(Y, yb, hn)
+                        if train:
+                            gb = g0 + j * N
+                            vstore(G, gb, gi)
+                            vstore(G, gb + 16, go)
+                            vstore(G, gb + 32, gf)
+                            vstore(G, gb + 48, gc)
+                            vstore(Hc, hb, hc)
+                    else:  # padded step: hold the state, output zeros
+                        vstore(dst, sb, vload(src, sb))
+                        vstore(Y, yb, vzero(Y))
+                b0 += nb
+    if Lmax & 1:
         h[:] = hbuf
 
 
