@@ -360,16 +360,19 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=N
         bm = B > 1
         st["bm"] = bm
 
-        def lay(a, n):  # (T', B, >= n) -> batch-major (T', B, n) or batch-minor (T', n, B), contiguous
-            a = a[:, :, :n]
-            return np.ascontiguousarray(a.transpose(0, 2, 1) if bm else a)
+        def lay(S):  # (T', B, Hp) -> batch-major (T', B, H) or batch-minor (T', H, B)
+            out = np.empty((S.shape[0], H, B) if bm else (S.shape[0], B, H), dt)
+            K.unpad_states(S, H, bm, out)
+            return out
 
-        st.update(A=np.empty((1, 1, ng * H), dt), Gt=lay(G[:, :, idx], ng * H), Hs=lay(Hs, H))
+        Gt = np.empty((T, ng * H, B) if bm else (T, B, ng * H), dt)
+        K.unpack_gates(G, H, ng, bm, Gt)
+        st.update(A=np.empty((1, 1, ng * H), dt), Gt=Gt, Hs=lay(Hs))
         if cell == "gru":
-            st["RH"] = lay(RH, H)
+            st["RH"] = lay(RH)
         else:
             Cs[Lmax:] = c
-            st.update(Cs=lay(Cs, H), Hc=lay(Hc, H))
+            st.update(Cs=lay(Cs), Hc=lay(Hc))
     return None if Yout is not None else Yp[:, :, :H], h[:, :H], None if c is None else c[:, :H]
 
 

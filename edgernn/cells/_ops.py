@@ -410,6 +410,41 @@ def project_panels(X, Wp, bias, G):
             vstore(G, t * N + o0, a0)
 
 
+@jit
+def unpack_gates(G, H, ng, bm, out):
+    """The gate rows of G (T, B, ng * Hp), unit-interleaved (``pack_gates16``), back in ONNX
+    order: out (T, ng * H, B) if ``bm`` (the batch-minor kernels' layout) else (T, B, ng * H).
+    One pass (a fancy-index gather and a transposing copy took 3x as long)."""
+    T, B, N = G.shape
+    P = N // PANEL
+    for t in range(T):
+        for b in range(B):
+            g = G[t, b]
+            for p in range(P):
+                u = p // ng
+                gate = p % ng
+                for l in range(PANEL):
+                    j = u * PANEL + l
+                    if j < H:
+                        if bm:
+                            out[t, gate * H + j, b] = g[p * PANEL + l]
+                        else:
+                            out[t, b, gate * H + j] = g[p * PANEL + l]
+
+
+@jit
+def unpad_states(S, H, bm, out):
+    """S (T', B, Hp) -> out (T', H, B) if ``bm`` else (T', B, H)."""
+    T, B, _ = S.shape
+    for t in range(T):
+        for b in range(B):
+            for j in range(H):
+                if bm:
+                    out[t, j, b] = S[t, b, j]
+                else:
+                    out[t, b, j] = S[t, b, j]
+
+
 _INV_CLAMP = ONE / _CLAMP
 
 
