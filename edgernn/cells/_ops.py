@@ -4,13 +4,18 @@ streaming engine's flat-buffer primitives and op-table layout.
 The time loops themselves live in the cell modules (``rnn.py``, ``gru.py``, ``lstm.py``) and in
 the generic driver (``driver.py``). What follows documents the kernels' shared conventions.
 
-Two families of kernels in the ONNX cells' modules, chosen by ``functional``:
+Three families of kernels in the ONNX cells' modules, chosen by ``functional``:
 
+- Fused kernels (``lstm_forward_fused``, ``gru_forward_fused``): the forward pass of the
+  default float32 LSTM and GRU (fast sigmoid/tanh, no clip/peepholes/input_forget, GRU lbr=1),
+  any batch, with and without ``train``. Weights packed unit-interleaved in 16-row panels,
+  explicit SIMD vectors (``_simd``); see "fused kernels" below.
 - Batch-major kernels (``rnn/gru/lstm_forward``, ``*_backward``): every option (activations,
-  clip, peepholes, input_forget, GRU lbr 0/1), float32 and float64, any batch; the only ones
-  used for batch 1. Layout (T, B, features).
-- Batch-minor kernels (``*_bm``): batches of more than one sequence with the default float32
-  cells. Layout (T, features, B); see the block comment above ``lstm_forward_bm``.
+  clip, peepholes, input_forget, GRU lbr 0/1), float32 and float64, any batch. Layout
+  (T, B, features). Their batch-1 recurrent product is ``mv_packed``.
+- Batch-minor kernels (``*_bm``): the backward pass of the default float32 cells for batches
+  of more than one sequence (and their forward pass for calls of fewer than four sequence
+  steps). Layout (T, features, B); see the block comment above ``lstm_forward_bm``.
 
 Conventions of the batch-major kernels (all arrays C-contiguous, one dtype per call):
 - ``G`` (T, B, gates*H): the input projection X @ W.T for all steps, computed by one matrix
@@ -30,12 +35,12 @@ Conventions of the batch-major kernels (all arrays C-contiguous, one dtype per c
   gradients ``dA`` and ``functional`` turns them into dW, dR, dWb, dRb with one matrix
   product each.
 
-Speed notes (measured on a 2-core AVX-512 VM, float32; see benchmarks/README.md):
-- Batch 1: the recurrent product is ``matvec``, eight dot products at a time, walking the
-  weight rows forwards on even steps and backwards on odd steps ("snake" order) so that the
-  rows used last are still in L1 when the next step starts (10% faster), for matrices below
-  GEMV_MIN elements (at 64 units it beats a BLAS gemv call by ~15%); BLAS gemv above (30%
-  faster at 256 units).
+Speed notes (measured on a 2-core AVX-512 VM, float32; see benchmarks/README.md, "Issue 14"):
+- Batch 1: the recurrent product keeps its accumulators in vector registers (``mv_packed`` and
+  the fused kernels), walking the weight blocks forwards on even steps and backwards on odd
+  steps ("snake" order) so that the blocks used last are still in L1 when the next step starts.
+  At 256 units a step reads the whole 1 MiB of R from L2: that bandwidth is the limit.
+  (``matvec`` and BLAS gemv, the products before, remain for ``matmul``'s callers.)
 - float32 data is computed in float32: literal constants are ``np.float32`` (ONE, HALF, ZERO),
   since a Python float promotes every operation to float64 and halves the SIMD width.
 - The default float32 cells have fused loops (``*_row_fast``, the ``*_bm`` kernels) that LLVM
