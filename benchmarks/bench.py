@@ -432,6 +432,21 @@ print(t1 - t0, float(y.ravel()[-1]))
 }
 
 
+COLD_NUMBA = """
+import numpy, numba
+"""
+COLD_NJIT = """
+import numpy as np, numba
+@numba.njit(cache=True)
+def f(x):
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i]
+    return s
+f(np.ones(3))
+"""
+
+
 def _run_child(argv, env):
     """Run a child process; return (wall seconds, peak RSS MiB, stdout)."""
     t0 = time.perf_counter()
@@ -458,6 +473,9 @@ def work_cold(spec):
         xp = os.path.join(d, "x.npy")
         np.save(xp, x)
         env = _child_env(spec["threads"])
+        # an installed package has its .pyc files; with PYTHONDONTWRITEBYTECODE (set on some CI
+        # machines) every cold start would recompile edgernn's sources (~0.13 s) but not numba's
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         if fw == "edgernn":
             model = _edgernn_model("lstm", 16, 64, 1, head=True, seq=True)
             path = model.save(os.path.join(d, "model.npz")) or os.path.join(d, "model.npz")
@@ -476,6 +494,18 @@ def work_cold(spec):
                 walls.sort()
                 res[f"edgernn, numba cache {cache}"] = {"median": walls[len(walls) // 2], "min": walls[0],
                                                         "reps": len(walls), "rss_mib": max(rsss)}
+            # the floor: numba alone, and numba running one cached @njit function (its first call
+            # loads numba's typing and lowering registries, SciPy's BLAS among them)
+            refs = {}
+            for name, code in (("import numba alone", COLD_NUMBA), ("numba + one cached @njit call", COLD_NJIT)):
+                script = os.path.join(d, "ref_%d.py" % len(refs))
+                with open(script, "w") as fh:
+                    fh.write(code)
+                env2 = dict(env, NUMBA_CACHE_DIR=os.path.join(d, "numba-cache-ref"))
+                _run_child([sys.executable, script], env2)
+                walls = sorted(_run_child([sys.executable, script], env2)[0] for _ in range(reps))
+                refs[name] = {"median": walls[len(walls) // 2], "min": walls[0], "reps": reps}
+            res["_refs"] = refs
         elif fw == "onnxruntime":
             import edgernn.onnx as eo
 
@@ -515,7 +545,6 @@ def work_cold(spec):
     return res
 
 
-WORKERS = {"stream": work_stream, "seq": work_seq, "batch": work_seq, "train": work_train}
 
 
 # =========================================================================================
@@ -599,6 +628,61 @@ def _label(job):
     return "cold start LSTM(16->64)+Dense, predict T=100"
 
 
+def flops(job):
+    """Floating-point operations of one call of the case (multiply-adds count 2): the input and
+    recurrent products of every layer, 2 T B G H (I_layer + H); element-wise work is left out.
+    Training: 3x the forward products (the backward pass has twice the forward's: dh and the
+    weight gradients), an approximation. None for cold starts."""
+    c = job["case"]
+    if c == "cold":
+        return None
+    G = {"lstm": 4, "gru": 3}[job["cell"]]
+    I, H = job["I"], job["H"]
+    if c == "stream":
+        return 2 * G * H * (I + H)
+    B, T, layers = job["B"], job["T"], job["layers"]
+    f = sum(2 * T * B * G * H * ((I if li == 0 else H) + H) for li in range(layers))
+    return 3 * f if c == "train" else f
+
+
+def work_peak(spec):
+    """Single-core float32 peak: a register-resident loop of independent 16-lane FMAs (twelve
+    accumulators), written with edgernn's explicit vectors (``edgernn.cells._simd``)."""
+    import numpy as np
+    from numba import njit
+
+    from edgernn.cells._simd import vadd, vfma, vload, vsplat, vstore
+
+    @njit(fastmath=True)
+    def loop(x, out, n):
+        a0, a1, a2, a3 = vload(x, 0), vload(x, 16), vload(x, 32), vload(x, 48)
+        a4, a5, a6, a7 = vload(x, 64), vload(x, 80), vload(x, 96), vload(x, 112)
+        a8, a9, a10, a11 = vload(x, 128), vload(x, 144), vload(x, 160), vload(x, 176)
+        m = vsplat(x[0])
+        c = vsplat(x[1])
+        for _ in range(n):
+            a0, a1, a2, a3 = vfma(a0, m, c), vfma(a1, m, c), vfma(a2, m, c), vfma(a3, m, c)
+            a4, a5, a6, a7 = vfma(a4, m, c), vfma(a5, m, c), vfma(a6, m, c), vfma(a7, m, c)
+            a8, a9, a10, a11 = vfma(a8, m, c), vfma(a9, m, c), vfma(a10, m, c), vfma(a11, m, c)
+        s = vadd(vadd(vadd(a0, a1), vadd(a2, a3)), vadd(vadd(a4, a5), vadd(a6, a7)))
+        vstore(out, 0, vadd(s, vadd(vadd(a8, a9), vadd(a10, a11))))
+
+    x = np.full(192, 0.5, np.float32)
+    x[0], x[1] = 0.999, 0.001
+    out = np.empty(16, np.float32)
+    n = 20_000_000
+    loop(x, out, 10)
+    best = 0.0
+    for _ in range(5):
+        t0 = CLOCK()
+        loop(x, out, n)
+        best = max(best, n * 12 * 16 * 2 / (CLOCK() - t0) / 1e9)
+    return {"gflops": best}
+
+
+WORKERS = {"stream": work_stream, "seq": work_seq, "batch": work_seq, "train": work_train, "peak": work_peak}
+
+
 def _fmt_t(s):
     if s < 1e-3:
         return f"{s * 1e6:.1f} us"
@@ -621,6 +705,8 @@ def _table(results):
             if "_error" in r["result"]:
                 lines.append(f"  {r['fw']:<12} ERROR: {r['result']['_error']}")
                 continue
+            for name, v in r["result"].get("_refs", {}).items():
+                lines.append(f"  reference: {name:<25} {_fmt_t(v['median']):>10}  (min {_fmt_t(v['min'])}, n={v['reps']})")
             for name, v in r["result"].items():
                 if name.startswith("_"):
                     continue
@@ -658,8 +744,9 @@ def _check_outputs(results):
 
 def markdown(results):
     """One markdown table: per case and thread setting, each framework's fastest call style."""
-    rows = ["| case | threads | edgernn | onnxruntime | PyTorch | edgernn / onnxruntime | edgernn / PyTorch |",
-            "|---|---|---|---|---|---|---|"]
+    rows = ["| case | threads | edgernn | onnxruntime | PyTorch | edgernn / onnxruntime | edgernn / PyTorch "
+            "| GFLOP/s edgernn / onnxruntime / PyTorch |",
+            "|---|---|---|---|---|---|---|---|"]
     by_label = {}
     for r in results:
         by_label.setdefault((r["label"], r["threads"]), []).append(r)
@@ -687,13 +774,18 @@ def markdown(results):
             cells.append(txt)
         ratios = [f"{best['edgernn']['median'] / best[fw]['median']:.2f}" if "edgernn" in best and fw in best else "-"
                   for fw in ("onnxruntime", "torch")]
-        rows.append(f"| {label} | {threads} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        fl = flops(rs[0])
+        gf = "/".join(f"{fl / best[fw]['median'] / 1e9:.0f}" if fw in best else "-"
+                      for fw in ("edgernn", "onnxruntime", "torch")) if fl else ""
+        rows.append(f"| {label} | {threads} | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {gf} |")
         if rs[0]["case"] == "cold":
             for r in rs:
                 for k, v in r["result"].items():
                     if "empty" in k:
                         rows.append(f"| {label}, numba cache empty | {threads} | {_fmt_t(v['median'])}, "
-                                    f"{v['rss_mib']:.0f} MiB | | | | |")
+                                    f"{v['rss_mib']:.0f} MiB | | | | | |")
+                for k, v in r["result"].get("_refs", {}).items():
+                    rows.append(f"| reference: {k} | {threads} | {_fmt_t(v['median'])} | | | | | |")
     return "\n".join(rows)
 
 
@@ -738,6 +830,9 @@ def main(argv=None):
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     if skipped:
         print("skipped (not importable): " + ", ".join(skipped))
+    peak = _spawn(dict(case="peak", threads="1", clock=args.clock))
+    machine["peak_gflops_1core_float32"] = peak.get("gflops")
+    print(f"single-core float32 peak (16-lane FMA loop, {args.clock} clock): {peak.get('gflops', float('nan')):.0f} GFLOP/s")
     jobs = _jobs(args)
     for job in jobs:
         job["clock"] = args.clock if job["threads"] != "default" else "wall"

@@ -242,16 +242,41 @@ def _hot(name, M, steps=0):
     small = M.nbytes < _HOT_MIN and not (steps >= 256 and M.nbytes >= 16 << 10)
     if small or M.nbytes > _SCRATCH_MAX:
         return np.ascontiguousarray(M)
+    out = _hot_empty(name, M.shape, M.dtype)
+    np.copyto(out, M)
+    return out
+
+
+def _hot_empty(name, shape, dt):
+    """An uninitialised array in a 2 MiB-aligned block of the pooled buffer ``name`` (see above)."""
+    dt = np.dtype(dt)
+    n = math.prod(shape) * dt.itemsize
+    if n > _SCRATCH_MAX:
+        return np.empty(shape, dt)
     bufs = getattr(_SCRATCH, "hot", None)
     if bufs is None:
         bufs = _SCRATCH.hot = {}
-    n = M.nbytes
     buf = bufs.get(name)
     if buf is None or buf.nbytes < n + 2 * _HUGE:
         buf = bufs[name] = np.empty(n + 2 * _HUGE, np.uint8)  # >= 4 MiB: numpy madvises huge pages
     off = (-buf.ctypes.data) % _HUGE
-    out = buf[off: off + n].view(M.dtype).reshape(M.shape)
-    np.copyto(out, M)
+    return buf[off: off + n].view(dt).reshape(shape)
+
+
+# Batch 1: the recurrent matrix is packed into the layout of ``cells._ops.mv_packed`` (blocks
+# of output rows, K-major) once per call, for sequences of at least _PACK_MIN_T steps (packing
+# costs about two steps' products).
+_PACK_MIN_T = 4
+
+
+def _packed(name, M, B, T):
+    """M (N, K) packed for ``mv_packed`` in a hot buffer, or an empty array where the batch-1
+    kernels should not use it (batches, short sequences)."""
+    if B != 1 or T < _PACK_MIN_T:
+        return np.empty(0, M.dtype)
+    N, Kk = M.shape
+    out = _hot_empty(name, (K.packed_rows(N) * Kk,), M.dtype)
+    K.pack_panels(np.ascontiguousarray(M), out)
     return out
 
 
@@ -277,6 +302,89 @@ def _transposed_for_gemv(B, T, dt):
     return lambda M, name="RT": _hot(name, M.T) if M.size >= K.GEMV_MIN else none
 
 
+def _fused(cell, B, T, dt, codes, clip, P, input_forget, lbr):
+    """Use the fused kernels (``lstm_forward_fused``, ``gru_forward_fused``)? The default float32
+    cells (those of ``_batch_minor``), from _PACK_MIN_T sequence steps on (packing the weights
+    costs about two steps' products)."""
+    return B * T >= _PACK_MIN_T and dt == np.float32 and _batch_minor(cell, 2, codes, clip, P, input_forget, lbr)
+
+
+def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=None):
+    """One direction with the fused kernels: weights packed unit-interleaved
+    (``cells._ops.pack_gates16``), the input projection for all steps with the bias
+    (``project_panels``), then the time loop. With ``train`` fills ``st`` for BPTT in the layout
+    of the backward kernels (batch-major for one sequence, batch-minor for more: ``st["bm"]``).
+    Yout: None, or (Y, view): the caller's C-contiguous output Y (B', T, D, H), H a multiple of
+    16, and the (B, T, H) view of it to fill, written directly (no copy; Y is returned as None). Otherwise returns Y
+    (T, B, H) (a view of a scratch buffer). Also returns h, c (B, H).
+    """
+    T, B, I = Xt.shape
+    H = R.shape[1]
+    ng = R.shape[0] // H
+    Hp = K.packed_rows(H)
+    N = ng * Hp
+    dt = Xt.dtype
+    Lmax = int(L.max())
+    Wp = _hot_empty("Wp", (N * I,), dt)
+    K.pack_gates16(W, H, ng, Wp)
+    Rp = _hot_empty("Rp", (N * H,), dt)
+    K.pack_gates16(R, H, ng, Rp)
+    idx = K.gates16_index(H, ng)
+    bp = np.zeros(N, dt)
+    bp[idx] = bias
+    G = np.empty((T, B, N), dt) if train else _scratch("G", (T, B, N), dt)
+    K.project_panels(Xt.reshape(T * B, I), Wp, bp, G.reshape(T * B, N))
+    if Yout is None:
+        Yp = _scratch("Yt", (T, B, Hp), dt)
+        Yp[Lmax:] = 0  # the kernel writes every row before
+        ysb, yst, y0 = Hp, B * Hp, 0
+        Ybuf = Yp
+    else:  # (B, T, H) view of (B', T, D, H): strides in elements
+        Ybuf, Yout = Yout
+        it = dt.itemsize
+        ysb, yst = Yout.strides[0] // it, Yout.strides[1] // it
+        y0 = (Yout.__array_interface__["data"][0] - Ybuf.__array_interface__["data"][0]) // it
+        if Lmax < T:
+            Yout[:, Lmax:] = 0
+    h = np.zeros((B, Hp), dt)
+    h[:, :H] = hinit
+    hbuf = np.empty((B, Hp), dt)
+    shape_s = (T + 1, B, Hp) if train else (1, 1, 1)
+    Hs = np.empty(shape_s, dt)
+    c = None
+    if cell == "gru":
+        rbh = np.zeros(Hp, dt)
+        rbh[:H] = Rbh
+        RH = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
+        _gru.gru_forward_fused(G, Rp, rbh, L, train, Ybuf, ysb, yst, y0, h, hbuf, Hs, RH)
+    else:
+        c = np.zeros((B, Hp), dt)
+        if cinit is not None:
+            c[:, :H] = cinit
+        Cs = np.empty(shape_s, dt)
+        Hc = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
+        _lstm.lstm_forward_fused(G, Rp, L, train, Ybuf, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc)
+    if train:  # the layout the backward kernels read
+        Hs[Lmax:] = h  # steps past every sequence's end hold the state
+        bm = B > 1
+        st["bm"] = bm
+
+        def lay(S):  # (T', B, Hp) -> batch-major (T', B, H) or batch-minor (T', H, B)
+            out = np.empty((S.shape[0], H, B) if bm else (S.shape[0], B, H), dt)
+            K.unpad_states(S, H, bm, out)
+            return out
+
+        Gt = np.empty((T, ng * H, B) if bm else (T, B, ng * H), dt)
+        K.unpack_gates(G, H, ng, bm, Gt)
+        st.update(A=np.empty((1, 1, ng * H), dt), Gt=Gt, Hs=lay(Hs))
+        if cell == "gru":
+            st["RH"] = lay(RH)
+        else:
+            Cs[Lmax:] = c
+            st.update(Cs=lay(Cs), Hc=lay(Hc))
+    return None if Yout is not None else Yp[:, :, :H], h[:, :H], None if c is None else c[:, :H]
+
+
 def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, be, clipv, input_forget,
                   lbr, train):
     """One direction with the batch-major kernels (every option). Fills ``st`` for BPTT."""
@@ -298,15 +406,20 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
     Hs = np.empty((T + 1 if train else 1, B, H), dt)
     st.update(A=A, Gt=Gm, Hs=Hs)
     c = None
-    Rn = _hot("Rn", R, T * B)
+    # batch 1 (LSTM, GRU lbr=1): the packed R only; otherwise R (and R^T for gemv)
+    Rp = _packed("Rp", R, B, T) if cell == "lstm" or cell == "gru" and lbr else np.empty(0, dt)
+    if Rp.size:
+        Rn = R
+        tr = _transposed_for_gemv(2, T, dt)  # none
+    else:
+        Rn = _hot("Rn", R, T * B)
     if cell == "rnn":
         _rnn.rnn_forward(Gm, bias, Rn, tr(R), hinit, L, codes[0], al[0], be[0], clipv, train, Yt, h, A, Hs)
     elif cell == "gru":
         RH = np.empty((Tk, B, H), dt)
         Rzr, Rh = R[: 2 * H], R[2 * H:]
-        _gru.gru_forward(Gm, bias, Rn, tr(R), Rzr, tr(Rzr, "RzrT"), Rh, tr(Rh, "RhT"), Rbh, hinit, L, codes, al, be,
-                      clipv, bool(lbr),
-                      train, Yt, h, A, Hs, RH)
+        _gru.gru_forward(Gm, bias, Rn, tr(R), Rp, Rzr, tr(Rzr, "RzrT"), Rh, tr(Rh, "RhT"), Rbh, hinit, L, codes,
+                         al, be, clipv, bool(lbr), train, Yt, h, A, Hs, RH)
         st["RH"] = RH
     else:
         cinit = np.zeros((B, H), dt) if cinit is None else np.ascontiguousarray(cinit)
@@ -314,7 +427,7 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
         c = np.empty((B, H), dt)
         Cs = np.empty((T + 1 if train else 1, B, H), dt)
         Hc = np.empty((Tk, B, H), dt)
-        _lstm.lstm_forward(Gm, bias, Rn, tr(R), Pd, hinit, cinit, L, codes, al, be, clipv, bool(input_forget),
+        _lstm.lstm_forward(Gm, bias, Rn, tr(R), Rp, Pd, hinit, cinit, L, codes, al, be, clipv, bool(input_forget),
                        P is not None, train, Yt, h, c, A, Hs, Cs, Hc)
         st.update(Cs=Cs, Hc=Hc)
     return Yt, h, c
@@ -384,7 +497,13 @@ def _forward_task(cell, a, d, b0, b1, train, Y, Y_h, Y_c):
     st = dict(d=d, b0=b0, b1=b1, Xt=Xt, ridx=ridx,
               bm=_batch_minor(cell, B, a["codes"][d], a["clip"], P, a["input_forget"], cell_lbr))
     W, R = a["W"][d], a["R"][d]
-    if st["bm"]:
+    if _fused(cell, B, T, dt, a["codes"][d], a["clip"], P, a["input_forget"], cell_lbr):
+        direct = ridx is None and H % K.PANEL == 0 and Y.flags.c_contiguous
+        Yt, h, c = _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train,
+                                  (Y, Y[b0:b1, :, d, :]) if direct else None)
+        if not direct:
+            Y[b0:b1, :, d, :] = _batch_first(Yt, ridx)
+    elif st["bm"]:
         Yt, h, c = _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train)
         Ytb = _scratch("Ytb", (T, B, H), dt)
         np.copyto(Ytb, Yt.transpose(0, 2, 1))  # in two steps: 4x faster than (T, H, B) -> (B, T, H)

@@ -4,13 +4,18 @@ streaming engine's flat-buffer primitives and op-table layout.
 The time loops themselves live in the cell modules (``rnn.py``, ``gru.py``, ``lstm.py``) and in
 the generic driver (``driver.py``). What follows documents the kernels' shared conventions.
 
-Two families of kernels in the ONNX cells' modules, chosen by ``functional``:
+Three families of kernels in the ONNX cells' modules, chosen by ``functional``:
 
+- Fused kernels (``lstm_forward_fused``, ``gru_forward_fused``): the forward pass of the
+  default float32 LSTM and GRU (fast sigmoid/tanh, no clip/peepholes/input_forget, GRU lbr=1),
+  any batch, with and without ``train``. Weights packed unit-interleaved in 16-row panels,
+  explicit SIMD vectors (``_simd``); see "fused kernels" below.
 - Batch-major kernels (``rnn/gru/lstm_forward``, ``*_backward``): every option (activations,
-  clip, peepholes, input_forget, GRU lbr 0/1), float32 and float64, any batch; the only ones
-  used for batch 1. Layout (T, B, features).
-- Batch-minor kernels (``*_bm``): batches of more than one sequence with the default float32
-  cells. Layout (T, features, B); see the block comment above ``lstm_forward_bm``.
+  clip, peepholes, input_forget, GRU lbr 0/1), float32 and float64, any batch. Layout
+  (T, B, features). Their batch-1 recurrent product is ``mv_packed``.
+- Batch-minor kernels (``*_bm``): the backward pass of the default float32 cells for batches
+  of more than one sequence (and their forward pass for calls of fewer than four sequence
+  steps). Layout (T, features, B); see the block comment above ``lstm_forward_bm``.
 
 Conventions of the batch-major kernels (all arrays C-contiguous, one dtype per call):
 - ``G`` (T, B, gates*H): the input projection X @ W.T for all steps, computed by one matrix
@@ -30,12 +35,12 @@ Conventions of the batch-major kernels (all arrays C-contiguous, one dtype per c
   gradients ``dA`` and ``functional`` turns them into dW, dR, dWb, dRb with one matrix
   product each.
 
-Speed notes (measured on a 2-core AVX-512 VM, float32; see benchmarks/README.md):
-- Batch 1: the recurrent product is ``matvec``, eight dot products at a time, walking the
-  weight rows forwards on even steps and backwards on odd steps ("snake" order) so that the
-  rows used last are still in L1 when the next step starts (10% faster), for matrices below
-  GEMV_MIN elements (at 64 units it beats a BLAS gemv call by ~15%); BLAS gemv above (30%
-  faster at 256 units).
+Speed notes (measured on a 2-core AVX-512 VM, float32; see benchmarks/README.md, "Issue 14"):
+- Batch 1: the recurrent product keeps its accumulators in vector registers (``mv_packed`` and
+  the fused kernels), walking the weight blocks forwards on even steps and backwards on odd
+  steps ("snake" order) so that the blocks used last are still in L1 when the next step starts.
+  At 256 units a step reads the whole 1 MiB of R from L2: that bandwidth is the limit.
+  (``matvec`` and BLAS gemv, the products before, remain for ``matmul``'s callers.)
 - float32 data is computed in float32: literal constants are ``np.float32`` (ONE, HALF, ZERO),
   since a Python float promotes every operation to float64 and halves the SIMD width.
 - The default float32 cells have fused loops (``*_row_fast``, the ``*_bm`` kernels) that LLVM
@@ -51,6 +56,18 @@ from __future__ import annotations
 import numpy as np
 
 from .._activations import (
+    _A1,
+    _A3,
+    _A5,
+    _A7,
+    _A9,
+    _A11,
+    _A13,
+    _B0,
+    _B2,
+    _B4,
+    _B6,
+    _CLAMP,
     FAST_SIGMOID,
     FAST_TANH,
     HALF,
@@ -63,6 +80,7 @@ from .._activations import (
     fast_tanh,
 )
 from .._config import jit
+from ._simd import LANES, vadd, vdiv, vfma, vload, vmul, vselect_gt, vsplat, vstore, vzero
 
 
 # ----------------------------------------------------------------------------------------
@@ -110,6 +128,360 @@ def matvec(x, Wn, out, rev):
         for k in range(K):
             s += x[k] * Wn[n, k]
         out[n] = s
+
+
+# ---- packed weights: panels of output rows, K-major (batch 1) ---------------------------
+# ``matvec`` above ends every dot product in a horizontal reduction, and LLVM does not
+# vectorise the reduction-free form from plain numba loops. ``mv_packed`` writes it with
+# explicit vectors (``_simd``): the weight matrix (N, K) is packed once per call into blocks
+# of BLOCK = 64 output rows stored K-major (for each k, the 64 weights of the block's rows,
+# contiguous), then 16-row panels for the rest, zero rows padding N to a multiple of 16. Per
+# block the kernel keeps 8 vector accumulators in registers (4 x 16 rows, two k at a time),
+# so every weight is loaded once, multiplied with a broadcast of x[k] and never reduced
+# across lanes. Measured (one thread, float32, in a T=1000 loop): 256x64 0.48 us against
+# 0.88 us for ``matvec``; 1024x256 8.6 us against 13.4 us (``matvec``) and 10-24 us (gemv).
+BLOCK = 64
+PANEL = LANES
+
+
+def packed_rows(N):
+    """Rows of the packed layout of an (N, K) matrix: N rounded up to a multiple of PANEL."""
+    return -(-int(N) // PANEL) * PANEL
+
+
+@jit
+def pack_panels(M, out):
+    """out (packed_rows(N) * K,) = M (N, K) in the layout ``mv_packed`` reads (see above)."""
+    N, K = M.shape
+    Np = out.shape[0] // K
+    nb = Np // BLOCK
+    z = out.dtype.type(0.0)
+    for r in range(Np):
+        if r < nb * BLOCK:
+            base = (r // BLOCK) * K * BLOCK
+            w = BLOCK
+            c = r % BLOCK
+        else:
+            q = (r - nb * BLOCK) // PANEL
+            base = nb * BLOCK * K + q * K * PANEL
+            w = PANEL
+            c = (r - nb * BLOCK) % PANEL
+        if r < N:
+            for k in range(K):
+                out[base + k * w + c] = M[r, k]
+        else:
+            for k in range(K):
+                out[base + k * w + c] = z
+
+
+@jit
+def mv_packed(x, Wp, out, rev):
+    """out (Np,) = Wp @ x for a matrix packed by ``pack_panels`` (Np = packed_rows(N); rows
+    past N are zero). x (K,), Wp (Np * K,). ``rev`` walks the blocks from the end (snake order:
+    the rows used last are still in L1 when the next step starts)."""
+    K = x.shape[0]
+    Np = out.shape[0]
+    nb = Np // BLOCK
+    nt = (Np - nb * BLOCK) // PANEL
+    K2 = K - (K & 1)
+    K4 = K - (K & 3)
+    n = nb + nt
+    for i in range(n):
+        j = n - 1 - i if rev else i
+        if j < nb:
+            base = j * K * BLOCK
+            a0 = vzero(Wp)
+            a1 = vzero(Wp)
+            a2 = vzero(Wp)
+            a3 = vzero(Wp)
+            b0 = vzero(Wp)
+            b1 = vzero(Wp)
+            b2 = vzero(Wp)
+            b3 = vzero(Wp)
+            for k in range(0, K2, 2):
+                xa = vsplat(x[k])
+                xb = vsplat(x[k + 1])
+                p = base + k * BLOCK
+                a0 = vfma(xa, vload(Wp, p), a0)
+                a1 = vfma(xa, vload(Wp, p + 16), a1)
+                a2 = vfma(xa, vload(Wp, p + 32), a2)
+                a3 = vfma(xa, vload(Wp, p + 48), a3)
+                b0 = vfma(xb, vload(Wp, p + 64), b0)
+                b1 = vfma(xb, vload(Wp, p + 80), b1)
+                b2 = vfma(xb, vload(Wp, p + 96), b2)
+                b3 = vfma(xb, vload(Wp, p + 112), b3)
+            if K2 < K:
+                xa = vsplat(x[K2])
+                p = base + K2 * BLOCK
+                a0 = vfma(xa, vload(Wp, p), a0)
+                a1 = vfma(xa, vload(Wp, p + 16), a1)
+                a2 = vfma(xa, vload(Wp, p + 32), a2)
+                a3 = vfma(xa, vload(Wp, p + 48), a3)
+            o = j * BLOCK
+            vstore(out, o, vadd(a0, b0))
+            vstore(out, o + 16, vadd(a1, b1))
+            vstore(out, o + 32, vadd(a2, b2))
+            vstore(out, o + 48, vadd(a3, b3))
+        else:
+            q = j - nb
+            base = nb * BLOCK * K + q * K * PANEL
+            a0 = vzero(Wp)
+            a1 = vzero(Wp)
+            a2 = vzero(Wp)
+            a3 = vzero(Wp)
+            for k in range(0, K4, 4):
+                p = base + k * PANEL
+                a0 = vfma(vsplat(x[k]), vload(Wp, p), a0)
+                a1 = vfma(vsplat(x[k + 1]), vload(Wp, p + 16), a1)
+                a2 = vfma(vsplat(x[k + 2]), vload(Wp, p + 32), a2)
+                a3 = vfma(vsplat(x[k + 3]), vload(Wp, p + 48), a3)
+            for k in range(K4, K):
+                a0 = vfma(vsplat(x[k]), vload(Wp, base + k * PANEL), a0)
+            vstore(out, nb * BLOCK + q * PANEL, vadd(vadd(a0, a1), vadd(a2, a3)))
+
+
+# ---- fused batch-1 kernels of the default float32 cells: unit-interleaved panels ----------
+# The batch-1 LSTM/GRU kernels (``lstm_forward_b1``, ``gru_forward_b1``) compute a whole step
+# per block of 16 units: the recurrent product of the block's gate rows (i, o, f, c~ for LSTM)
+# in vector registers, then the gates and the new state from those registers, without the
+# product ever going through memory. For that the gate rows are reordered unit-block by
+# unit-block ("unit-interleaved": for units 16u..16u+15, the 16 rows of gate 0, then of gate
+# 1, ...; units padded to Hp, a multiple of 16, with zero rows) and packed in panels of 16
+# rows, K-major (``pack_gates16``). The input projection of all steps is computed before the
+# loop in the same row order (``project_panels``), with the bias, into G (T, gates * Hp).
+@jit
+def pack_gates16(M, H, ng, out):
+    """out (ng * Hp * K,) = the rows of M (ng * H, K), gate-major as in ONNX, unit-interleaved and
+    packed in 16-row panels, K-major (see above); Hp = out.size // (ng * K) >= H, a multiple of 16."""
+    K = M.shape[1]
+    P = out.shape[0] // (PANEL * K)  # panels
+    z = out.dtype.type(0.0)
+    for p in range(P):
+        u = p // ng
+        g = p % ng
+        base = p * K * PANEL
+        for l in range(PANEL):
+            j = u * PANEL + l
+            if j < H:
+                r = g * H + j
+                for k in range(K):
+                    out[base + k * PANEL + l] = M[r, k]
+            else:
+                for k in range(K):
+                    out[base + k * PANEL + l] = z
+
+
+def gates16_index(H, ng):
+    """idx (ng * H,): position of ONNX row g * H + j in the unit-interleaved order."""
+    g, j = np.divmod(np.arange(ng * H), H)
+    return (j // PANEL) * (ng * PANEL) + g * PANEL + j % PANEL
+
+
+# project_panels: rows (steps) in blocks of PROJ_TB and K in chunks of PROJ_KC, so that the
+# weights of a chunk (4 panels x 64 k, 16 KB) and the outputs of a block stay in L1 while the
+# block is computed (measured, one process, interleaved: (3200 x 256) @ (256 x 1024) 119 -> 132 GFLOP/s, @ (256 x 768)
+# 58 -> 81; no change at K <= 64).
+PROJ_TB = 48
+PROJ_KC = 64
+
+
+@jit
+def project_panels(X, Wp, bias, G):
+    """G (T, N) = X (T, K) @ M^T + bias for M packed by ``pack_gates16`` (N = its rows, a
+    multiple of 16; bias (N,) in the same order). Four panels by three steps at a time: twelve
+    vector accumulators, each weight load used three times and each broadcast four times
+    (measured 128 GFLOP/s for (1000 x 64) @ (64 x 1024) against 80 for OpenBLAS and for two
+    panels by four steps)."""
+    T, K = X.shape
+    N = G.shape[1]
+    P = N // PANEL
+    KP = K * PANEL
+    T3 = T - T % 3
+    P4 = P - P % 4
+    for p in range(0, P4, 4):
+        w0 = p * KP
+        o0 = p * PANEL
+        for tb in range(0, T3, PROJ_TB):
+            for kc in range(0, K, PROJ_KC):
+                ke = min(K, kc + PROJ_KC)
+                for t in range(tb, min(T3, tb + PROJ_TB), 3):
+                    r = t * N + o0
+                    if kc == 0:
+                        a0 = vload(bias, o0)
+                        a1 = vload(bias, o0 + 16)
+                        a2 = vload(bias, o0 + 32)
+                        a3 = vload(bias, o0 + 48)
+                        b0 = a0
+                        b1 = a1
+                        b2 = a2
+                        b3 = a3
+                        d0 = a0
+                        d1 = a1
+                        d2 = a2
+                        d3 = a3
+                    else:
+                        a0 = vload(G, r)
+                        a1 = vload(G, r + 16)
+                        a2 = vload(G, r + 32)
+                        a3 = vload(G, r + 48)
+                        b0 = vload(G, r + N)
+                        b1 = vload(G, r + N + 16)
+                        b2 = vload(G, r + N + 32)
+                        b3 = vload(G, r + N + 48)
+                        d0 = vload(G, r + 2 * N)
+                        d1 = vload(G, r + 2 * N + 16)
+                        d2 = vload(G, r + 2 * N + 32)
+                        d3 = vload(G, r + 2 * N + 48)
+                    for k in range(kc, ke):
+                            q = w0 + k * PANEL
+                            u0 = vload(Wp, q)
+                            u1 = vload(Wp, q + KP)
+                            u2 = vload(Wp, q + 2 * KP)
+                            u3 = vload(Wp, q + 3 * KP)
+                            x = vsplat(X[t, k])
+                            a0 = vfma(x, u0, a0)
+                            a1 = vfma(x, u1, a1)
+                            a2 = vfma(x, u2, a2)
+                            a3 = vfma(x, u3, a3)
+                            x = vsplat(X[t + 1, k])
+                            b0 = vfma(x, u0, b0)
+                            b1 = vfma(x, u1, b1)
+                            b2 = vfma(x, u2, b2)
+                            b3 = vfma(x, u3, b3)
+                            x = vsplat(X[t + 2, k])
+                            d0 = vfma(x, u0, d0)
+                            d1 = vfma(x, u1, d1)
+                            d2 = vfma(x, u2, d2)
+                            d3 = vfma(x, u3, d3)
+                    vstore(G, r, a0)
+                    vstore(G, r + 16, a1)
+                    vstore(G, r + 32, a2)
+                    vstore(G, r + 48, a3)
+                    r += N
+                    vstore(G, r, b0)
+                    vstore(G, r + 16, b1)
+                    vstore(G, r + 32, b2)
+                    vstore(G, r + 48, b3)
+                    r += N
+                    vstore(G, r, d0)
+                    vstore(G, r + 16, d1)
+                    vstore(G, r + 32, d2)
+                    vstore(G, r + 48, d3)
+        c0 = vload(bias, o0)
+        c1 = vload(bias, o0 + 16)
+        c2 = vload(bias, o0 + 32)
+        c3 = vload(bias, o0 + 48)
+        for t in range(T3, T):
+            a0 = c0
+            a1 = c1
+            a2 = c2
+            a3 = c3
+            for k in range(K):
+                q = w0 + k * PANEL
+                x = vsplat(X[t, k])
+                a0 = vfma(x, vload(Wp, q), a0)
+                a1 = vfma(x, vload(Wp, q + KP), a1)
+                a2 = vfma(x, vload(Wp, q + 2 * KP), a2)
+                a3 = vfma(x, vload(Wp, q + 3 * KP), a3)
+            r = t * N + o0
+            vstore(G, r, a0)
+            vstore(G, r + 16, a1)
+            vstore(G, r + 32, a2)
+            vstore(G, r + 48, a3)
+    T4 = T - T % 4
+    for p in range(P4, P):
+        w0 = p * KP
+        o0 = p * PANEL
+        c0 = vload(bias, o0)
+        for t in range(0, T4, 4):
+            a0 = c0
+            a1 = c0
+            a2 = c0
+            a3 = c0
+            for k in range(K):
+                u = vload(Wp, w0 + k * PANEL)
+                a0 = vfma(vsplat(X[t, k]), u, a0)
+                a1 = vfma(vsplat(X[t + 1, k]), u, a1)
+                a2 = vfma(vsplat(X[t + 2, k]), u, a2)
+                a3 = vfma(vsplat(X[t + 3, k]), u, a3)
+            vstore(G, t * N + o0, a0)
+            vstore(G, (t + 1) * N + o0, a1)
+            vstore(G, (t + 2) * N + o0, a2)
+            vstore(G, (t + 3) * N + o0, a3)
+        for t in range(T4, T):
+            a0 = c0
+            for k in range(K):
+                a0 = vfma(vsplat(X[t, k]), vload(Wp, w0 + k * PANEL), a0)
+            vstore(G, t * N + o0, a0)
+
+
+@jit
+def unpack_gates(G, H, ng, bm, out):
+    """The gate rows of G (T, B, ng * Hp), unit-interleaved (``pack_gates16``), back in ONNX
+    order: out (T, ng * H, B) if ``bm`` (the batch-minor kernels' layout) else (T, B, ng * H).
+    One pass (a fancy-index gather and a transposing copy took 3x as long)."""
+    T, B, N = G.shape
+    P = N // PANEL
+    for t in range(T):
+        for b in range(B):
+            g = G[t, b]
+            for p in range(P):
+                u = p // ng
+                gate = p % ng
+                for l in range(PANEL):
+                    j = u * PANEL + l
+                    if j < H:
+                        if bm:
+                            out[t, gate * H + j, b] = g[p * PANEL + l]
+                        else:
+                            out[t, b, gate * H + j] = g[p * PANEL + l]
+
+
+@jit
+def unpad_states(S, H, bm, out):
+    """S (T', B, Hp) -> out (T', H, B) if ``bm`` else (T', B, H)."""
+    T, B, _ = S.shape
+    for t in range(T):
+        for b in range(B):
+            for j in range(H):
+                if bm:
+                    out[t, j, b] = S[t, b, j]
+                else:
+                    out[t, b, j] = S[t, b, j]
+
+
+_INV_CLAMP = ONE / _CLAMP
+
+
+@jit(inline="always")
+def vtanh(x):
+    """``fast_tanh`` on a float32 vector (same rational function, same clamp, NaN kept)."""
+    c = vsplat(_CLAMP)
+    m = vsplat(-_CLAMP)
+    x = vselect_gt(m, x, m, x)
+    x = vselect_gt(x, c, c, x)
+    x2 = vmul(x, x)
+    p = vfma(x2, vsplat(_A13), vsplat(_A11))
+    p = vfma(x2, p, vsplat(_A9))
+    p = vfma(x2, p, vsplat(_A7))
+    p = vfma(x2, p, vsplat(_A5))
+    p = vfma(x2, p, vsplat(_A3))
+    p = vfma(x2, p, vsplat(_A1))
+    p = vmul(x, p)
+    q = vfma(x2, vsplat(_B6), vsplat(_B4))
+    q = vfma(x2, q, vsplat(_B2))
+    q = vfma(x2, q, vsplat(_B0))
+    r = vdiv(p, q)
+    sat = vmul(x, vsplat(_INV_CLAMP))  # exactly +-1 at the clamp (C * (1/C) == 1 in float32)
+    r = vselect_gt(c, x, r, sat)
+    return vselect_gt(x, m, r, sat)
+
+
+@jit(inline="always")
+def vsigmoid(x):
+    """``fast_sigmoid`` on a float32 vector: 0.5 * tanh(0.5 x) + 0.5."""
+    h = vsplat(HALF)
+    return vfma(h, vtanh(vmul(h, x)), h)
 
 
 # Batch 1: weight matrices with at least this many elements go to BLAS gemv (x @ Wt), smaller

@@ -42,11 +42,15 @@ from ._ops import (
     gemm_rows,
     matmul,
     mv_flat,
+    mv_packed,
     out_deriv,
     pack_fused,
     restore_cols,
+    vsigmoid,
+    vtanh,
     zero_cols,
 )
+from ._simd import vadd, vfma, vload, vsplat, vstore, vsub, vzero
 from .base import Cell, register
 
 
@@ -96,11 +100,16 @@ def gru_row_fast(g, r, bias, Rbh, rh, h, y):
 
 
 @jit
-def gru_forward(G, bias, R, RT, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alphas, betas, clip, lbr, train,
+def gru_forward(G, bias, R, RT, Rp, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alphas, betas, clip, lbr, train,
                 Y, h, A, Hs, RH):
+    """Rp: R packed by ``_ops.pack_panels`` for batch 1 with lbr (``mv_packed``), or an empty
+    array (then ``matmul`` with R / RT)."""
     T, B, G3 = G.shape
     H = G3 // 3
     h[:] = h0
+    packed = lbr and B == 1 and Rp.shape[0] > 0
+    recp = np.empty(Rp.shape[0] // H if packed else G3, G.dtype)  # batch 1, packed: (3H rounded up,)
+    h_row = h[0]
     fc, gc = codes[0], codes[1]
     fast = lbr and fc == FAST_SIGMOID and gc == FAST_TANH and clip == 0.0
     need_a = train and (clip > 0.0 or not (out_deriv(fc) and out_deriv(gc)))
@@ -115,19 +124,22 @@ def gru_forward(G, bias, R, RT, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alp
             Hs[t] = h
         rh = RH[k]  # (B, H)
         if lbr:
-            matmul(h, R, RT, rec, t & 1)
+            if packed:
+                mv_packed(h_row, Rp, recp, t & 1)
+            else:
+                matmul(h, R, RT, rec, t & 1)
             for b in range(B):
                 if t >= lengths[b]:
                     for j in range(H):
                         rh[b, j] = ZERO
                     continue
                 gt = G[t, b]  # gate outputs replace the projection in place
+                r = recp if packed else rec[b]
                 if fast:
-                    gru_row_fast(gt, rec[b], bias, Rbh, rh[b], h[b], Y[t, b])
+                    gru_row_fast(gt, r, bias, Rbh, rh[b], h[b], Y[t, b])
                     continue
                 a = A[k, b] if need_a else pre
                 g = G[t, b]
-                r = rec[b]
                 src = gru_zr_gates(a, g, r, bias, tmp, gt, H, clip, fc, alphas[0], betas[0])
                 rhb = rh[b]
                 for j in range(H):
@@ -184,6 +196,185 @@ def gru_forward(G, bias, R, RT, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes, alp
                     y[j] = hv
     if train:
         Hs[T] = h
+
+
+@jit
+def gru_forward_fused(G, Rp, rbh, lengths, train, Y, ysb, yst, y0, h, hbuf, Hs, RH):
+    """The default float32 GRU (fast sigmoid/tanh, lbr=1, no clip), any batch, one fused pass
+    per step and block of 16 units (see ``lstm_forward_fused``); eight sequences at a time
+    (24 accumulators), then one at a time.
+
+    G (T, B, 3Hp): X W^T + (Wb + Rb for z, r; Wbh for h~) for all steps, unit-interleaved; with
+    ``train`` the gate outputs (z, r, h~) replace it on the steps that are not padding. Rp: R
+    (3H, H) packed by ``pack_gates16``; rbh (Hp,): Rbh. h (B, Hp): the initial state (zero past
+    H) in, the final state out; hbuf (B, Hp) scratch. Y: h_t, zero on padded steps, for t <
+    max(lengths), at Y.flat[y0 + b * ysb + t * yst + 16u:][:16] (see ``lstm_forward_fused``). With ``train``: Hs (T+1, B, Hp) the states before each step t <
+    max(lengths), RH (T, B, Hp) H Rh^T + Rbh (zero on padded steps).
+    """
+    T, B, N = G.shape
+    Hp = h.shape[1]
+    K = Rp.shape[0] // N  # = H
+    K2 = K - (K & 1)
+    KP = K * 16
+    nu = Hp // 16
+    acc = np.empty(8 * 48, G.dtype)
+    Lmax = lengths.max() if B > 0 else 0
+    for t in range(Lmax):
+        odd = t & 1
+        src = hbuf if odd else h
+        dst = h if odd else hbuf
+        if train:
+            Hs[t] = src
+        for i in range(nu):
+            u = nu - 1 - i if odd else i
+            wb = u * 3 * KP
+            cu = u * 16
+            rb = vload(rbh, cu)
+            b0 = 0
+            while b0 < B:
+                g0 = (t * B + b0) * N + u * 48
+                if b0 + 8 <= B:  # eight sequences: 24 accumulators
+                    v0z = vload(G, g0)
+                    v0r = vload(G, g0 + 16)
+                    v0h = rb
+                    v1z = vload(G, g0 + 1 * N)
+                    v1r = vload(G, g0 + 1 * N + 16)
+                    v1h = rb
+                    v2z = vload(G, g0 + 2 * N)
+                    v2r = vload(G, g0 + 2 * N + 16)
+                    v2h = rb
+                    v3z = vload(G, g0 + 3 * N)
+                    v3r = vload(G, g0 + 3 * N + 16)
+                    v3h = rb
+                    v4z = vload(G, g0 + 4 * N)
+                    v4r = vload(G, g0 + 4 * N + 16)
+                    v4h = rb
+                    v5z = vload(G, g0 + 5 * N)
+                    v5r = vload(G, g0 + 5 * N + 16)
+                    v5h = rb
+                    v6z = vload(G, g0 + 6 * N)
+                    v6r = vload(G, g0 + 6 * N + 16)
+                    v6h = rb
+                    v7z = vload(G, g0 + 7 * N)
+                    v7r = vload(G, g0 + 7 * N + 16)
+                    v7h = rb
+                    for k in range(K):
+                        p = wb + k * 16
+                        wz = vload(Rp, p)
+                        wr = vload(Rp, p + KP)
+                        wh = vload(Rp, p + 2 * KP)
+                        x = vsplat(src[b0, k])
+                        v0z = vfma(x, wz, v0z)
+                        v0r = vfma(x, wr, v0r)
+                        v0h = vfma(x, wh, v0h)
+                        x = vsplat(src[b0 + 1, k])
+                        v1z = vfma(x, wz, v1z)
+                        v1r = vfma(x, wr, v1r)
+                        v1h = vfma(x, wh, v1h)
+                        x = vsplat(src[b0 + 2, k])
+                        v2z = vfma(x, wz, v2z)
+                        v2r = vfma(x, wr, v2r)
+                        v2h = vfma(x, wh, v2h)
+                        x = vsplat(src[b0 + 3, k])
+                        v3z = vfma(x, wz, v3z)
+                        v3r = vfma(x, wr, v3r)
+                        v3h = vfma(x, wh, v3h)
+                        x = vsplat(src[b0 + 4, k])
+                        v4z = vfma(x, wz, v4z)
+                        v4r = vfma(x, wr, v4r)
+                        v4h = vfma(x, wh, v4h)
+                        x = vsplat(src[b0 + 5, k])
+                        v5z = vfma(x, wz, v5z)
+                        v5r = vfma(x, wr, v5r)
+                        v5h = vfma(x, wh, v5h)
+                        x = vsplat(src[b0 + 6, k])
+                        v6z = vfma(x, wz, v6z)
+                        v6r = vfma(x, wr, v6r)
+                        v6h = vfma(x, wh, v6h)
+                        x = vsplat(src[b0 + 7, k])
+                        v7z = vfma(x, wz, v7z)
+                        v7r = vfma(x, wr, v7r)
+                        v7h = vfma(x, wh, v7h)
+                    vstore(acc, 0, v0z)
+                    vstore(acc, 16, v0r)
+                    vstore(acc, 32, v0h)
+                    vstore(acc, 48, v1z)
+                    vstore(acc, 64, v1r)
+                    vstore(acc, 80, v1h)
+                    vstore(acc, 96, v2z)
+                    vstore(acc, 112, v2r)
+                    vstore(acc, 128, v2h)
+                    vstore(acc, 144, v3z)
+                    vstore(acc, 160, v3r)
+                    vstore(acc, 176, v3h)
+                    vstore(acc, 192, v4z)
+                    vstore(acc, 208, v4r)
+                    vstore(acc, 224, v4h)
+                    vstore(acc, 240, v5z)
+                    vstore(acc, 256, v5r)
+                    vstore(acc, 272, v5h)
+                    vstore(acc, 288, v6z)
+                    vstore(acc, 304, v6r)
+                    vstore(acc, 320, v6h)
+                    vstore(acc, 336, v7z)
+                    vstore(acc, 352, v7r)
+                    vstore(acc, 368, v7h)
+                    nb = 8
+                else:  # one sequence, two k at a time
+                    az = vload(G, g0)
+                    ar = vload(G, g0 + 16)
+                    ah = rb
+                    bz = vzero(G)
+                    br = vzero(G)
+                    bh = vzero(G)
+                    for k in range(0, K2, 2):
+                        xa = vsplat(src[b0, k])
+                        xb = vsplat(src[b0, k + 1])
+                        p = wb + k * 16
+                        az = vfma(xa, vload(Rp, p), az)
+                        ar = vfma(xa, vload(Rp, p + KP), ar)
+                        ah = vfma(xa, vload(Rp, p + 2 * KP), ah)
+                        bz = vfma(xb, vload(Rp, p + 16), bz)
+                        br = vfma(xb, vload(Rp, p + KP + 16), br)
+                        bh = vfma(xb, vload(Rp, p + 2 * KP + 16), bh)
+                    if K2 < K:
+                        xa = vsplat(src[b0, K2])
+                        p = wb + K2 * 16
+                        az = vfma(xa, vload(Rp, p), az)
+                        ar = vfma(xa, vload(Rp, p + KP), ar)
+                        ah = vfma(xa, vload(Rp, p + 2 * KP), ah)
+                    vstore(acc, 0, vadd(az, bz))
+                    vstore(acc, 16, vadd(ar, br))
+                    vstore(acc, 32, vadd(ah, bh))
+                    nb = 1
+                for j in range(nb):
+                    b = b0 + j
+                    sb = b * Hp + cu
+                    yb = y0 + b * ysb + t * yst + cu
+                    hb = (t * B + b) * Hp + cu
+                    if t < lengths[b]:
+                        q = j * 48
+                        gb = g0 + j * N
+                        rh = vload(acc, q + 32)
+                        gz = vsigmoid(vload(acc, q))
+                        gr = vsigmoid(vload(acc, q + 16))
+                        hh = vtanh(vfma(gr, rh, vload(G, gb + 32)))
+                        hn = vfma(gz, vsub(vload(src, sb), hh), hh)  # (1 - z) h~ + z h
+                        vstore(dst, sb, hn)
+                        vstore(Y, yb, hn)
+                        if train:
+                            vstore(G, gb, gz)
+                            vstore(G, gb + 16, gr)
+                            vstore(G, gb + 32, hh)
+                            vstore(RH, hb, rh)
+                    else:  # padded step: hold the state, output zeros
+                        vstore(dst, sb, vload(src, sb))
+                        vstore(Y, yb, vzero(Y))
+                        if train:
+                            vstore(RH, hb, vzero(RH))
+                b0 += nb
+    if Lmax & 1:
+        h[:] = hbuf
 
 
 @jit

@@ -43,11 +43,15 @@ from ._ops import (
     gemm_rows,
     matmul,
     mv_flat,
+    mv_packed,
     out_deriv,
     pack_fused,
     restore_cols,
+    vsigmoid,
+    vtanh,
     zero_cols,
 )
+from ._simd import vadd, vfma, vload, vmul, vsplat, vstore, vzero
 from .base import Cell, register
 
 
@@ -123,16 +127,22 @@ def lstm_row(g, r, bias, P, a, tmp, gt, c, hc, h, y, fc, gc, hcode, alphas, beta
 
 
 @jit
-def lstm_forward(G, bias, R, RT, P, h0, c0, lengths, codes, alphas, betas, clip, input_forget, peep, train,
+def lstm_forward(G, bias, R, RT, Rp, P, h0, c0, lengths, codes, alphas, betas, clip, input_forget, peep, train,
                  Y, h, c, A, Hs, Cs, Hc):
+    """Rp: R packed by ``_ops.pack_panels`` for batch 1 (``mv_packed``), or an empty array
+    (then ``matmul`` with R / RT)."""
     T, B, G4 = G.shape
+    H = R.shape[1]
     h[:] = h0
     c[:] = c0
     fc, gc, hcode = codes[0], codes[1], codes[2]
     fast = fc == FAST_SIGMOID and gc == FAST_TANH and hcode == FAST_TANH and clip == 0.0 and not peep \
         and not input_forget
     need_a = train and (clip > 0.0 or not (out_deriv(fc) and out_deriv(gc)))
+    packed = B == 1 and Rp.shape[0] > 0
     rec = np.empty((B, G4), G.dtype)  # (B, 4H)
+    recp = np.empty(Rp.shape[0] // H if packed else G4, G.dtype)  # batch 1, packed: (4H rounded up,)
+    h_row = h[0]
     pre = np.empty(G4, G.dtype)
     tmp = np.empty(G4, G.dtype)
     for t in range(T):
@@ -140,18 +150,274 @@ def lstm_forward(G, bias, R, RT, P, h0, c0, lengths, codes, alphas, betas, clip,
         if train:
             Hs[t] = h
             Cs[t] = c
-        matmul(h, R, RT, rec, t & 1)
+        if packed:
+            mv_packed(h_row, Rp, recp, t & 1)
+        else:
+            matmul(h, R, RT, rec, t & 1)
         for b in range(B):
             if t >= lengths[b]:
                 continue
+            r = recp if packed else rec[b]
             if fast:  # gate outputs replace the projection in place
-                lstm_row_fast(G[t, b], rec[b], bias, c[b], Hc[k, b], h[b], Y[t, b])
+                lstm_row_fast(G[t, b], r, bias, c[b], Hc[k, b], h[b], Y[t, b])
             else:
-                lstm_row(G[t, b], rec[b], bias, P, A[k, b] if need_a else pre, tmp, G[t, b], c[b], Hc[k, b],
+                lstm_row(G[t, b], r, bias, P, A[k, b] if need_a else pre, tmp, G[t, b], c[b], Hc[k, b],
                          h[b], Y[t, b], fc, gc, hcode, alphas, betas, clip, input_forget, peep)
     if train:
         Hs[T] = h
         Cs[T] = c
+
+
+@jit
+def lstm_forward_fused(G, Rp, lengths, train, Y, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc):
+    """The default float32 LSTM (fast sigmoid/tanh, no clip, peepholes or input_forget), any
+    batch, one fused pass per step and block of 16 units (``_ops``: "fused kernels"): the block's
+    64 gate rows of R @ h_{t-1} accumulate in vector registers on top of the projection, for six
+    or four sequences at a time (24 or 16 accumulators: every weight loaded is used six or four
+    times; the blocks are unrolled by hand), then one at a time; the gates, c_t and h_t follow from those sums (parked in an L1-resident buffer: a helper
+    function taking the arrays would cost reference counting on every call).
+
+    G (T, B, 4Hp): X W^T + Wb + Rb for all steps, unit-interleaved; with ``train`` the gate
+    outputs (i, o, f, c~) replace it on the steps that are not padding. Rp: R (4H, H) packed by
+    ``pack_gates16``. h, c (B, Hp): the initial state (zero past H) in, the final state out;
+    hbuf (B, Hp) scratch (h_t alternates between h and hbuf). Y: h_t, zero on padded steps, for t <
+    max(lengths) (the caller zeroes the rest): the 16 units from 16u of sequence b at step t go to
+    Y.flat[y0 + b * ysb + t * yst + 16u:][:16] (a (T, B, Hp) scratch, or the caller's (B, T, D, H)
+    output when H is a multiple of 16). With ``train``: Hs, Cs (T+1, B, Hp) the states before each
+    step t < max(lengths), Hc (T, B, Hp) tanh(c_t).
+    """
+    T, B, N = G.shape
+    Hp = h.shape[1]
+    K = Rp.shape[0] // N  # = H
+    K2 = K - (K & 1)
+    KP = K * 16  # one panel
+    nu = Hp // 16
+    acc = np.empty(6 * 64, G.dtype)
+    Lmax = lengths.max() if B > 0 else 0
+    for t in range(Lmax):
+        odd = t & 1
+        src = hbuf if odd else h
+        dst = h if odd else hbuf
+        if train:
+            Hs[t] = src
+            Cs[t] = c
+        for i in range(nu):
+            u = nu - 1 - i if odd else i  # snake order: the panels used last are still in cache
+            wb = u * 4 * KP
+            cu = u * 16
+            b0 = 0
+            while b0 < B:
+                g0 = (t * B + b0) * N + u * 64
+                r = B - b0
+                if r >= 6 and r != 8:  # 6 sequences: 24 accumulators
+                    v00 = vload(G, g0)
+                    v01 = vload(G, g0 + 16)
+                    v02 = vload(G, g0 + 32)
+                    v03 = vload(G, g0 + 48)
+                    v10 = vload(G, g0 + 1 * N)
+                    v11 = vload(G, g0 + 1 * N + 16)
+                    v12 = vload(G, g0 + 1 * N + 32)
+                    v13 = vload(G, g0 + 1 * N + 48)
+                    v20 = vload(G, g0 + 2 * N)
+                    v21 = vload(G, g0 + 2 * N + 16)
+                    v22 = vload(G, g0 + 2 * N + 32)
+                    v23 = vload(G, g0 + 2 * N + 48)
+                    v30 = vload(G, g0 + 3 * N)
+                    v31 = vload(G, g0 + 3 * N + 16)
+                    v32 = vload(G, g0 + 3 * N + 32)
+                    v33 = vload(G, g0 + 3 * N + 48)
+                    v40 = vload(G, g0 + 4 * N)
+                    v41 = vload(G, g0 + 4 * N + 16)
+                    v42 = vload(G, g0 + 4 * N + 32)
+                    v43 = vload(G, g0 + 4 * N + 48)
+                    v50 = vload(G, g0 + 5 * N)
+                    v51 = vload(G, g0 + 5 * N + 16)
+                    v52 = vload(G, g0 + 5 * N + 32)
+                    v53 = vload(G, g0 + 5 * N + 48)
+                    for k in range(K):
+                        p = wb + k * 16
+                        w0 = vload(Rp, p)
+                        w1 = vload(Rp, p + KP)
+                        w2 = vload(Rp, p + 2 * KP)
+                        w3 = vload(Rp, p + 3 * KP)
+                        x = vsplat(src[b0, k])
+                        v00 = vfma(x, w0, v00)
+                        v01 = vfma(x, w1, v01)
+                        v02 = vfma(x, w2, v02)
+                        v03 = vfma(x, w3, v03)
+                        x = vsplat(src[b0 + 1, k])
+                        v10 = vfma(x, w0, v10)
+                        v11 = vfma(x, w1, v11)
+                        v12 = vfma(x, w2, v12)
+                        v13 = vfma(x, w3, v13)
+                        x = vsplat(src[b0 + 2, k])
+                        v20 = vfma(x, w0, v20)
+                        v21 = vfma(x, w1, v21)
+                        v22 = vfma(x, w2, v22)
+                        v23 = vfma(x, w3, v23)
+                        x = vsplat(src[b0 + 3, k])
+                        v30 = vfma(x, w0, v30)
+                        v31 = vfma(x, w1, v31)
+                        v32 = vfma(x, w2, v32)
+                        v33 = vfma(x, w3, v33)
+                        x = vsplat(src[b0 + 4, k])
+                        v40 = vfma(x, w0, v40)
+                        v41 = vfma(x, w1, v41)
+                        v42 = vfma(x, w2, v42)
+                        v43 = vfma(x, w3, v43)
+                        x = vsplat(src[b0 + 5, k])
+                        v50 = vfma(x, w0, v50)
+                        v51 = vfma(x, w1, v51)
+                        v52 = vfma(x, w2, v52)
+                        v53 = vfma(x, w3, v53)
+                    vstore(acc, 0, v00)
+                    vstore(acc, 16, v01)
+                    vstore(acc, 32, v02)
+                    vstore(acc, 48, v03)
+                    vstore(acc, 64, v10)
+                    vstore(acc, 80, v11)
+                    vstore(acc, 96, v12)
+                    vstore(acc, 112, v13)
+                    vstore(acc, 128, v20)
+                    vstore(acc, 144, v21)
+                    vstore(acc, 160, v22)
+                    vstore(acc, 176, v23)
+                    vstore(acc, 192, v30)
+                    vstore(acc, 208, v31)
+                    vstore(acc, 224, v32)
+                    vstore(acc, 240, v33)
+                    vstore(acc, 256, v40)
+                    vstore(acc, 272, v41)
+                    vstore(acc, 288, v42)
+                    vstore(acc, 304, v43)
+                    vstore(acc, 320, v50)
+                    vstore(acc, 336, v51)
+                    vstore(acc, 352, v52)
+                    vstore(acc, 368, v53)
+                    nb = 6
+                elif r >= 4:  # 4 sequences: 16 accumulators
+                    v00 = vload(G, g0)
+                    v01 = vload(G, g0 + 16)
+                    v02 = vload(G, g0 + 32)
+                    v03 = vload(G, g0 + 48)
+                    v10 = vload(G, g0 + 1 * N)
+                    v11 = vload(G, g0 + 1 * N + 16)
+                    v12 = vload(G, g0 + 1 * N + 32)
+                    v13 = vload(G, g0 + 1 * N + 48)
+                    v20 = vload(G, g0 + 2 * N)
+                    v21 = vload(G, g0 + 2 * N + 16)
+                    v22 = vload(G, g0 + 2 * N + 32)
+                    v23 = vload(G, g0 + 2 * N + 48)
+                    v30 = vload(G, g0 + 3 * N)
+                    v31 = vload(G, g0 + 3 * N + 16)
+                    v32 = vload(G, g0 + 3 * N + 32)
+                    v33 = vload(G, g0 + 3 * N + 48)
+                    for k in range(K):
+                        p = wb + k * 16
+                        w0 = vload(Rp, p)
+                        w1 = vload(Rp, p + KP)
+                        w2 = vload(Rp, p + 2 * KP)
+                        w3 = vload(Rp, p + 3 * KP)
+                        x = vsplat(src[b0, k])
+                        v00 = vfma(x, w0, v00)
+                        v01 = vfma(x, w1, v01)
+                        v02 = vfma(x, w2, v02)
+                        v03 = vfma(x, w3, v03)
+                        x = vsplat(src[b0 + 1, k])
+                        v10 = vfma(x, w0, v10)
+                        v11 = vfma(x, w1, v11)
+                        v12 = vfma(x, w2, v12)
+                        v13 = vfma(x, w3, v13)
+                        x = vsplat(src[b0 + 2, k])
+                        v20 = vfma(x, w0, v20)
+                        v21 = vfma(x, w1, v21)
+                        v22 = vfma(x, w2, v22)
+                        v23 = vfma(x, w3, v23)
+                        x = vsplat(src[b0 + 3, k])
+                        v30 = vfma(x, w0, v30)
+                        v31 = vfma(x, w1, v31)
+                        v32 = vfma(x, w2, v32)
+                        v33 = vfma(x, w3, v33)
+                    vstore(acc, 0, v00)
+                    vstore(acc, 16, v01)
+                    vstore(acc, 32, v02)
+                    vstore(acc, 48, v03)
+                    vstore(acc, 64, v10)
+                    vstore(acc, 80, v11)
+                    vstore(acc, 96, v12)
+                    vstore(acc, 112, v13)
+                    vstore(acc, 128, v20)
+                    vstore(acc, 144, v21)
+                    vstore(acc, 160, v22)
+                    vstore(acc, 176, v23)
+                    vstore(acc, 192, v30)
+                    vstore(acc, 208, v31)
+                    vstore(acc, 224, v32)
+                    vstore(acc, 240, v33)
+                    nb = 4
+                else:  # one sequence: two k at a time into two sets of accumulators (FMA latency)
+                    a0 = vload(G, g0)
+                    a1 = vload(G, g0 + 16)
+                    a2 = vload(G, g0 + 32)
+                    a3 = vload(G, g0 + 48)
+                    b0_ = vzero(G)
+                    b1 = vzero(G)
+                    b2 = vzero(G)
+                    b3 = vzero(G)
+                    for k in range(0, K2, 2):
+                        xa = vsplat(src[b0, k])
+                        xb = vsplat(src[b0, k + 1])
+                        p = wb + k * 16
+                        a0 = vfma(xa, vload(Rp, p), a0)
+                        a1 = vfma(xa, vload(Rp, p + KP), a1)
+                        a2 = vfma(xa, vload(Rp, p + 2 * KP), a2)
+                        a3 = vfma(xa, vload(Rp, p + 3 * KP), a3)
+                        b0_ = vfma(xb, vload(Rp, p + 16), b0_)
+                        b1 = vfma(xb, vload(Rp, p + KP + 16), b1)
+                        b2 = vfma(xb, vload(Rp, p + 2 * KP + 16), b2)
+                        b3 = vfma(xb, vload(Rp, p + 3 * KP + 16), b3)
+                    if K2 < K:
+                        xa = vsplat(src[b0, K2])
+                        p = wb + K2 * 16
+                        a0 = vfma(xa, vload(Rp, p), a0)
+                        a1 = vfma(xa, vload(Rp, p + KP), a1)
+                        a2 = vfma(xa, vload(Rp, p + 2 * KP), a2)
+                        a3 = vfma(xa, vload(Rp, p + 3 * KP), a3)
+                    vstore(acc, 0, vadd(a0, b0_))
+                    vstore(acc, 16, vadd(a1, b1))
+                    vstore(acc, 32, vadd(a2, b2))
+                    vstore(acc, 48, vadd(a3, b3))
+                    nb = 1
+                for j in range(nb):
+                    b = b0 + j
+                    sb = b * Hp + cu
+                    yb = y0 + b * ysb + t * yst + cu
+                    hb = (t * B + b) * Hp + cu
+                    if t < lengths[b]:
+                        q = j * 64
+                        gi = vsigmoid(vload(acc, q))
+                        go = vsigmoid(vload(acc, q + 16))
+                        gf = vsigmoid(vload(acc, q + 32))
+                        gc = vtanh(vload(acc, q + 48))
+                        cn = vfma(gf, vload(c, sb), vmul(gi, gc))
+                        hc = vtanh(cn)
+                        hn = vmul(go, hc)
+                        vstore(c, sb, cn)
+                        vstore(dst, sb, hn)
+                        vstore(Y, yb, hn)
+                        if train:
+                            gb = g0 + j * N
+                            vstore(G, gb, gi)
+                            vstore(G, gb + 16, go)
+                            vstore(G, gb + 32, gf)
+                            vstore(G, gb + 48, gc)
+                            vstore(Hc, hb, hc)
+                    else:  # padded step: hold the state, output zeros
+                        vstore(dst, sb, vload(src, sb))
+                        vstore(Y, yb, vzero(Y))
+                b0 += nb
+    if Lmax & 1:
+        h[:] = hbuf
 
 
 @jit

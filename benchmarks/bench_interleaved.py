@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""edgernn vs onnxruntime vs PyTorch in ONE process, interleaved, one thread, CPU time.
+
+``bench.py`` runs every measurement in a fresh process, which is fair but slow and sensitive to
+what else the machine does between the runs. This harness alternates the three frameworks
+sample by sample on the same weights and inputs and reports the median of the per-sample
+ratios: use it for before/after comparisons (run it in two worktrees, alternating).
+
+    KIND=seq   python benchmarks/bench_interleaved.py lstm16,lstm64,gru16,gru64 7   # B=1, T=1000
+    KIND=batch python benchmarks/bench_interleaved.py lstm16,lstm64,gru16,gru64 7   # B=32, T=100, 2 layers
+    KIND=train python benchmarks/bench_interleaved.py lstm,gru                     # train_on_batch
+
+``FW=ort`` leaves PyTorch out; ``PREDICT=1`` adds ``Sequential.predict``. Cases: cell name and
+size, ``16`` for (16, 64), ``64`` for (64, 256).
+"""
+
+import os
+import sys
+import time
+
+for _k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ[_k] = "1"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench  # noqa: E402
+import numpy as np  # noqa: E402
+
+import edgernn  # noqa: E402
+import edgernn.functional as F  # noqa: E402
+
+CLK = time.thread_time
+
+
+def tm(fn, n):
+    t0 = CLK()
+    for _ in range(n):
+        fn()
+    return (CLK() - t0) / n
+
+
+def train(cells):
+    from edgernn.optimizers import Adam
+
+    for cell in cells:
+        for I, H, L, B, T in [(16, 64, 1, 32, 50), (64, 256, 2, 32, 100)]:
+            rng = np.random.default_rng(1)
+            X = rng.normal(size=(B, T, I)).astype(np.float32)
+            Y = rng.normal(size=(B, T, 1)).astype(np.float32)
+            m = bench._edgernn_model(cell, I, H, L, head=True, seq=True)
+            m.compile(optimizer=Adam(1e-3), loss="mse")
+            for _ in range(3):
+                m.train_on_batch(X, Y)
+            n = 10 if H == 64 else 2
+            ts = [tm(lambda m=m, X=X, Y=Y: m.train_on_batch(X, Y), n) for _ in range(9)]
+            print(f"train {cell}({I}->{H})x{L} B={B} T={T}: {np.median(ts) * 1e3:.2f} ms", flush=True)
+
+
+def main():
+    kind = os.environ.get("KIND", "seq")
+    edgernn.set_num_threads(1)
+    if kind == "train":
+        return train(sys.argv[1].split(",") if len(sys.argv) > 1 else ["lstm", "gru"])
+    cases = sys.argv[1].split(",") if len(sys.argv) > 1 else ["lstm16", "lstm64", "gru16", "gru64"]
+    R = int(sys.argv[2]) if len(sys.argv) > 2 else 15
+    use_torch = "torch" in os.environ.get("FW", "ort,torch")
+    if use_torch:
+        import torch
+
+        torch.set_num_threads(1)
+    for case in cases:
+        cell, sz = case[:-2], case[-2:]
+        I, H = (16, 64) if sz == "16" else (64, 256)
+        B, T, L = (1, 1000, 1) if kind == "seq" else (32, 100, 2)
+        w = bench._weights(cell, I, H, L)
+        X = np.random.default_rng(1).normal(size=(B, T, I)).astype(np.float32)
+        f = getattr(F, cell)
+
+        def run(X=X, w=w, f=f, L=L):
+            x = X
+            for li in range(L):
+                x = f(x, w[li]["W"], w[li]["R"], w[li]["Wb"], w[li]["Rb"])[0][:, :, 0, :]
+            return x
+
+        sess = bench._ort_session(bench._onnx_model(cell, I, H, w), "1")
+        Xt = np.ascontiguousarray(X.transpose(1, 0, 2))
+        fns = {"edgernn": run, "ort": lambda sess=sess, Xt=Xt: sess.run(None, {"X": Xt})}
+        ref = sess.run(None, {"X": Xt})[0].transpose(1, 0, 2)
+        err = float(np.abs(run() - ref).max())
+        if os.environ.get("PREDICT"):
+            model = bench._edgernn_model(cell, I, H, L, head=False, seq=True, weights=w)
+            fns["predict"] = lambda model=model, X=X: model.predict(X)
+        if use_torch:
+            perm = bench._torch_perm(cell, H)
+            C = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+            m = C(I, H, num_layers=L, batch_first=True)
+            with torch.no_grad():
+                for li in range(L):
+                    getattr(m, f"weight_ih_l{li}").copy_(torch.from_numpy(w[li]["W"][0][perm]))
+                    getattr(m, f"weight_hh_l{li}").copy_(torch.from_numpy(w[li]["R"][0][perm]))
+                    getattr(m, f"bias_ih_l{li}").copy_(torch.from_numpy(w[li]["Wb"][0][perm]))
+                    getattr(m, f"bias_hh_l{li}").copy_(torch.from_numpy(w[li]["Rb"][0][perm]))
+            xt = torch.from_numpy(X)
+
+            def trun(m=m, xt=xt):
+                with torch.inference_mode():
+                    return m(xt)
+
+            fns["torch"] = trun
+        for fn in fns.values():
+            fn()
+            fn()
+        n = {k: max(1, int(0.02 / max(tm(fn, 2), 1e-6))) for k, fn in fns.items()}  # ~20 ms per sample
+        ts = {k: [] for k in fns}
+        for _ in range(R):
+            for k, fn in fns.items():
+                ts[k].append(tm(fn, n[k]))
+        med = {k: float(np.median(v)) for k, v in ts.items()}
+        s = f"{kind} {case:7s} err={err:.1e} " + " ".join(f"{k}={med[k] * 1e3:.3f}ms" for k in med)
+        s += " | /ort: " + " ".join(f"{k}={np.median([a / b for a, b in zip(ts[k], ts['ort'], strict=True)]):.3f}"
+                                   for k in med if k != "ort")
+        if use_torch:
+            s += " | /torch: " + " ".join(f"{k}={np.median([a / b for a, b in zip(ts[k], ts['torch'], strict=True)]):.3f}"
+                                         for k in med if k not in ("ort", "torch"))
+        print(s, flush=True)
+
+
+if __name__ == "__main__":
+    main()
