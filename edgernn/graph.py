@@ -30,7 +30,7 @@ import numpy as np
 from . import losses as losses_mod
 from . import metrics as metrics_mod
 from .layers.core import Input, KerasTensor, _snake
-from .models import Sequential, Summary
+from .models import Sequential, Summary, _check_shape, _prepare_array
 
 __all__ = ["Input", "KerasTensor", "Model", "Node"]
 
@@ -408,7 +408,11 @@ class Model(Sequential):
         return tuple(self._outputs[0].sample_shape)
 
     def _int_input(self):
-        return self._inputs[0].dtype.kind in _INT_KINDS or self._feeds_embedding(self._inputs[0])
+        return self._is_int_input(self._inputs[0])
+
+    def _is_int_input(self, t):
+        """Token ids: an integer Input, or one read by an Embedding."""
+        return t.dtype.kind in _INT_KINDS or self._feeds_embedding(t)
 
     def _feeds_embedding(self, t):
         from .layers.core import Embedding
@@ -819,28 +823,33 @@ class Model(Sequential):
             return None, None
         return [nd.layer for nd in self._nodes], None
 
+    def _as_sequential(self):
+        """The equivalent ``Sequential`` (same layer objects) when the graph is a chain, else None."""
+        layers, _ = self._chain()
+        if layers is None:
+            return None
+        seq = Sequential(name=self.name, dtype=self.dtype.name)
+        seq._layers = layers
+        seq.input_shape = self.input_shape
+        seq.built = True
+        seq.meta = getattr(self, "meta", {})
+        return seq
+
     def stream(self, batch_size=1):
         """Step-by-step inference: a chain of layers through the jitted engine of
         ``edgernn.streaming``, any other graph of causal layers through
         :class:`edgernn.graph_stream.GraphStream`; refused (``ValueError`` naming the layer) when a
         layer needs the whole sequence."""
-        layers, _ = self._chain()
-        if layers is None:
-            from .graph_stream import GraphStream
-
-            return GraphStream(self, batch_size)
+        from .graph_stream import GraphStream
         from .streaming import LayerNotInEngine, stream
 
-        seq = Sequential(name=self.name, dtype=self.dtype.name)
-        seq._layers = layers
-        seq.input_shape = self.input_shape
-        seq.built = True
-        try:
-            return stream(seq, batch_size)
-        except LayerNotInEngine:
-            from .graph_stream import GraphStream
-
-            return GraphStream(self, batch_size)
+        seq = self._as_sequential()
+        if seq is not None:
+            try:
+                return stream(seq, batch_size)
+            except LayerNotInEngine:
+                pass
+        return GraphStream(self, batch_size)
 
     # ---- config ----------------------------------------------------------------------------------------
     def get_config(self):
@@ -900,16 +909,6 @@ class Model(Sequential):
 
 def _prepare_one(model, t, a, lengths, where):
     """One input of a multi-input model: as ``Sequential._prepare_x`` for one array."""
-    int_input = t.dtype.kind in _INT_KINDS or model._feeds_embedding(t)
-    X, L, ragged = _prepare_array(a, lengths, where, model.dtype, int_input)
-    want = t.sample_shape
-    if X.ndim != len(want) + 1 or any(w is not None and s != w for s, w in zip(X.shape[1:], want, strict=True)):
-        exp = "(batch, " + ", ".join("time" if w is None else str(w) for w in want) + ")"
-        raise ValueError(f"{where}: expected input of shape {exp}, got {X.shape}")
+    X, L, ragged = _prepare_array(a, lengths, where, model.dtype, model._is_int_input(t))
+    _check_shape(X, t.sample_shape, where)
     return X, L, ragged
-
-
-def _prepare_array(x, lengths, where, dtype, int_input):
-    from .models import _prepare_array as prep
-
-    return prep(x, lengths, where, dtype, int_input)

@@ -261,10 +261,7 @@ class Sequential:
         return X, lengths, ragged
 
     def _check_input_shape(self, X, where):
-        want = self.input_shape
-        if X.ndim != len(want) + 1 or any(w is not None and s != w for s, w in zip(X.shape[1:], want, strict=True)):
-            exp = "(batch, " + ", ".join("time" if w is None else str(w) for w in want) + ")"
-            raise ValueError(f"{where}: expected input of shape {exp}, got {X.shape}")
+        _check_shape(X, self.input_shape, where)
 
     def _prepare_y(self, y, X, lengths, where="y"):
         """Targets shaped for the loss; ragged target lists are padded like x."""
@@ -1095,6 +1092,13 @@ class Sequential:
 
 
 # ---- argument checks ----------------------------------------------------------------------------
+def _check_shape(X, want, where):
+    """``X`` is a batch of samples of shape ``want`` (None: any size)."""
+    if X.ndim != len(want) + 1 or any(w is not None and s != w for s, w in zip(X.shape[1:], want, strict=True)):
+        exp = "(batch, " + ", ".join("time" if w is None else str(w) for w in want) + ")"
+        raise ValueError(f"{where}: expected input of shape {exp}, got {X.shape}")
+
+
 def _prepare_array(x, lengths, where, dtype, int_input):
     """One input: an array, or a list of sequences of different lengths (padded here, their lengths
     returned) -> (X (N, ...), lengths (N,) int64 or None, ragged: bool)."""

@@ -33,23 +33,14 @@ def is_graph(model):
 def as_sequential(model):
     """A functional Model whose graph is a chain -> the equivalent Sequential (same layer objects)."""
     from ..graph import Model
-    from ..models import Sequential
 
     if not isinstance(model, Model):
         return model
-    layers, _ = model._chain()
-    if layers is None:
-        return model
-    seq = Sequential(name=model.name, dtype=model.dtype.name)
-    seq._layers = layers
-    seq.input_shape = model.input_shape
-    seq.built = True
-    seq.meta = getattr(model, "meta", {})
-    return seq
+    return model._as_sequential() or model
 
 
 def _int_input(model, t):
-    return t.dtype.kind in "iu" or model._feeds_embedding(t)
+    return model._is_int_input(t)
 
 
 def onnx_output_names(model):
