@@ -608,9 +608,13 @@ def _frame_datasets(frame, fs: _FrameSpec, client, where, info=None):
     tagged = client.persist(frame.map_partitions(_tag_order))
 
     def partitions(df):
+        # a fresh task name on every call: a name reused right after its futures were dropped may
+        # still be known to the scheduler, which then returns the earlier result (the keys of the
+        # frame before the shuffle: seen in CI as keys trained on another key's partition)
+        name = uuid.uuid4().hex[:8]
         parts = client.compute(df.to_delayed())
         keys = client.gather([client.submit(_partition_keys, p, fs.key, pure=False,
-                                            key=f"edgernn-fleet-keys-{token}-{i}") for i, p in enumerate(parts)])
+                                            key=f"edgernn-fleet-keys-{name}-{i}") for i, p in enumerate(parts)])
         return parts, keys
 
     parts, keys_per_part = partitions(tagged)
@@ -628,6 +632,10 @@ def _frame_datasets(frame, fs: _FrameSpec, client, where, info=None):
         del parts
         parts, keys_per_part = partitions(client.persist(tagged.shuffle(on=fs.key)))
     del tagged
+    found = [k for ks in keys_per_part for k in ks]
+    if len(found) != len(set(found)) or set(found) != seen:  # never train a key on rows that are not its own
+        raise RuntimeError(f"{where}: grouping the Dask DataFrame by {fs.key!r} gave keys {found[:8]} in "
+                           f"{len(parts)} partitions for {len(seen)} keys; the cluster returned stale results")
     items, n = {}, 0
     for p, ks in zip(parts, keys_per_part, strict=True):
         for k in ks:
