@@ -17,8 +17,9 @@ Cases (float32), each at one thread and at the frameworks' default thread counts
 3. ``batch``: batch 32, T=100, two stacked layers. edgernn ``functional`` twice; onnxruntime
    on two nodes; PyTorch ``nn.LSTM(num_layers=2)``.
 4. ``train``: one training step (forward + backward + Adam) of LSTM(16->64)+Dense(1) on every
-   step, batch 32, T=50, MSE; and of LSTM(64->256)x2+Dense(1), batch 32, T=100. edgernn
-   ``Sequential.train_on_batch``; PyTorch the usual zero_grad/forward/backward/step.
+   step, batch 32, T=50, MSE; and of LSTM(64->256)x2+Dense(1), batch 32, T=100; the same with
+   GRU; the newer cells (IndRNN, Jordan, SRU, QRNN, JANET, FastGRNN) in edgernn only, next to
+   them. edgernn ``Sequential.train_on_batch``; PyTorch the usual zero_grad/forward/backward/step.
 5. ``cold``: a fresh process imports the framework, loads a saved LSTM(16->64)+Dense(1)
    model and predicts one sequence (T=100): wall time from process start to the answer and
    peak RSS; for edgernn with the numba cache warm and empty.
@@ -174,14 +175,22 @@ def _set_threads(fw, threads):
                 pass
 
 
+# layer class of each cell name in the cases (the newer cells are trained by edgernn only)
+LAYER_OF = {"lstm": "LSTM", "gru": "GRU", "rnn": "SimpleRNN", "indrnn": "IndRNN", "jordan": "JordanRNN",
+            "sru": "SRU", "qrnn": "QRNN", "janet": "JANET", "fastgrnn": "FastGRNN"}
+TRAIN_CELLS = ("lstm", "gru")  # against PyTorch
+TRAIN_NEW_CELLS = ("indrnn", "jordan", "sru", "qrnn", "janet", "fastgrnn")  # edgernn only, next to LSTM
+
+
 def _edgernn_model(cell, I, H, layers, head, seq, weights=None):
     """A Sequential of ``layers`` recurrent layers (+ Dense(1) on every step if ``head``)."""
     import numpy as np
 
     import edgernn
-    from edgernn.layers import GRU, LSTM, Dense
+    from edgernn import layers as L
 
-    Layer = {"lstm": LSTM, "gru": GRU}[cell]
+    Layer = getattr(L, LAYER_OF[cell])
+    Dense = L.Dense
     ls = []
     for li in range(layers):
         kw = dict(return_sequences=seq or li < layers - 1 or head)
@@ -368,7 +377,7 @@ def work_train(spec):
     if fw == "edgernn":
         from edgernn.optimizers import Adam
 
-        model = _edgernn_model("lstm", I, H, layers, head=True, seq=True)
+        model = _edgernn_model(spec["cell"], I, H, layers, head=True, seq=True)
         model.compile(optimizer=Adam(1e-3), loss="mse")
         res["edgernn train_on_batch"] = _timeit(lambda: model.train_on_batch(X, Y), reps, min_time=spec["min_time"])
     elif fw == "torch":
@@ -377,7 +386,8 @@ def work_train(spec):
         class Net(torch.nn.Module):
             def __init__(self):
                 super().__init__()
-                self.rnn = torch.nn.LSTM(I, H, num_layers=layers, batch_first=True)
+                self.rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[spec["cell"]](I, H, num_layers=layers,
+                                                                                     batch_first=True)
                 self.head = torch.nn.Linear(H, 1)
 
             def forward(self, x):
@@ -604,11 +614,12 @@ def _jobs(args):
                                          model=not q))
         if "train" in args.cases:
             for (I, H, layers, B, T) in ([(16, 64, 1, 32, 50)] if q else [(16, 64, 1, 32, 50), (64, 256, 2, 32, 100)]):
-                for fw in fws:
-                    if fw == "onnxruntime":
-                        continue
-                    jobs.append(dict(case="train", cell="lstm", I=I, H=H, layers=layers, B=B, T=T, fw=fw,
-                                     threads=threads, reps=5 if q else 21, min_time=0.2 if q else 2.0))
+                for cell in TRAIN_CELLS + (() if q else TRAIN_NEW_CELLS):
+                    for fw in fws:
+                        if fw == "onnxruntime" or fw == "torch" and cell not in TRAIN_CELLS:
+                            continue
+                        jobs.append(dict(case="train", cell=cell, I=I, H=H, layers=layers, B=B, T=T, fw=fw,
+                                         threads=threads, reps=5 if q else 21, min_time=0.2 if q else 2.0))
         if "cold" in args.cases and threads == args.threads[0]:
             for fw in fws:
                 jobs.append(dict(case="cold", cell="lstm", I=16, H=64, fw=fw, threads=threads, reps=2 if q else 7))
@@ -624,7 +635,7 @@ def _label(job):
     if c == "batch":
         return f"batch {job['cell'].upper()} ({job['I']},{job['H']}) x2 B=32 T={job['T']}"
     if c == "train":
-        return f"train LSTM({job['I']}->{job['H']})x{job['layers']}+Dense B={job['B']} T={job['T']}"
+        return f"train {LAYER_OF[job['cell']]}({job['I']}->{job['H']})x{job['layers']}+Dense B={job['B']} T={job['T']}"
     return "cold start LSTM(16->64)+Dense, predict T=100"
 
 
@@ -636,7 +647,9 @@ def flops(job):
     c = job["case"]
     if c == "cold":
         return None
-    G = {"lstm": 4, "gru": 3}[job["cell"]]
+    G = {"lstm": 4, "gru": 3}.get(job["cell"])
+    if G is None:  # the newer cells: no comparable count
+        return None
     I, H = job["I"], job["H"]
     if c == "stream":
         return 2 * G * H * (I + H)

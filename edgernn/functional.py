@@ -280,10 +280,10 @@ def _packed(name, M, B, T):
     return out
 
 
-def _batch_minor(cell, B, codes, clip, P, input_forget, lbr):
-    """Use the batch-minor kernels? Batches of more than one sequence with the default float32
-    cell (fast sigmoid/tanh activations, no clip, no peepholes, no input_forget, GRU lbr=1)."""
-    if B < 2 or clip != 0:
+def _default_cell(cell, codes, clip, P, input_forget, lbr):
+    """The default float32 cell of the fused kernels: fast sigmoid/tanh activations, no clip, no
+    peepholes, no input_forget, GRU lbr=1."""
+    if clip != 0:
         return False
     if cell == "lstm":
         return P is None and not input_forget and tuple(codes) == (FAST_SIGMOID, FAST_TANH, FAST_TANH)
@@ -304,16 +304,18 @@ def _transposed_for_gemv(B, T, dt):
 
 def _fused(cell, B, T, dt, codes, clip, P, input_forget, lbr):
     """Use the fused kernels (``lstm_forward_fused``, ``gru_forward_fused``)? The default float32
-    cells (those of ``_batch_minor``), from _PACK_MIN_T sequence steps on (packing the weights
-    costs about two steps' products)."""
-    return B * T >= _PACK_MIN_T and dt == np.float32 and _batch_minor(cell, 2, codes, clip, P, input_forget, lbr)
+    cells (``_default_cell``): every batch of several sequences, and one sequence of at least
+    _PACK_MIN_T steps (packing the weights costs about two steps' products; shorter ones take
+    the batch-major kernels)."""
+    return ((B > 1 or T >= _PACK_MIN_T) and dt == np.float32
+            and _default_cell(cell, codes, clip, P, input_forget, lbr))
 
 
 def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=None):
     """One direction with the fused kernels: weights packed unit-interleaved
     (``cells._ops.pack_gates16``), the input projection for all steps with the bias
-    (``project_panels``), then the time loop. With ``train`` fills ``st`` for BPTT in the layout
-    of the backward kernels (batch-major for one sequence, batch-minor for more: ``st["bm"]``).
+    (``project_panels``), then the time loop. With ``train`` keeps in ``st`` what the fused
+    backward kernels read: the gate outputs and states in the kernels' own layouts.
     Yout: None, or (Y, view): the caller's C-contiguous output Y (B', T, D, H), H a multiple of
     16, and the (B, T, H) view of it to fill, written directly (no copy; Y is returned as None). Otherwise returns Y
     (T, B, H) (a view of a scratch buffer). Also returns h, c (B, H).
@@ -364,24 +366,13 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=N
         Cs = np.empty(shape_s, dt)
         Hc = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
         _lstm.lstm_forward_fused(G, Rp, L, train, Ybuf, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc)
-    if train:  # the layout the backward kernels read
+    if train:  # *_backward_fused read these layouts as they are
         Hs[Lmax:] = h  # steps past every sequence's end hold the state
-        bm = B > 1
-        st["bm"] = bm
-
-        def lay(S):  # (T', B, Hp) -> batch-major (T', B, H) or batch-minor (T', H, B)
-            out = np.empty((S.shape[0], H, B) if bm else (S.shape[0], B, H), dt)
-            K.unpad_states(S, H, bm, out)
-            return out
-
-        Gt = np.empty((T, ng * H, B) if bm else (T, B, ng * H), dt)
-        K.unpack_gates(G, H, ng, bm, Gt)
-        st.update(A=np.empty((1, 1, ng * H), dt), Gt=Gt, Hs=lay(Hs))
+        st.update(fused=True, G=G, Hs=Hs, idx=idx)
         if cell == "gru":
-            st["RH"] = lay(RH)
+            st["RH"] = RH
         else:
-            Cs[Lmax:] = c
-            st.update(Cs=lay(Cs), Hc=lay(Hc))
+            st.update(Cs=Cs, Hc=Hc)
     return None if Yout is not None else Yp[:, :, :H], h[:, :H], None if c is None else c[:, :H]
 
 
@@ -433,47 +424,6 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
     return Yt, h, c
 
 
-def _project_bm(W, Xt, train):
-    """Input projection for the batch-minor kernels: (T, G*H, B) with G[t] = W @ X_t^T, computed
-    before the time loop (``cells._ops.project_bm``). Without ``train`` it lives in a scratch buffer."""
-    T, B, I = Xt.shape
-    GH = W.shape[0]
-    dt = Xt.dtype
-    out = np.empty((T, GH, B), dt) if train else _scratch("G", (T, GH, B), dt)
-    XT = _scratch("XT", (T, I, B), dt)
-    np.copyto(XT, Xt.transpose(0, 2, 1))
-    K.project_bm(_hot("W", W), XT, out)
-    return out
-
-
-def _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train):
-    """One direction with the batch-minor kernels. Returns Yt (T, H, B), h, c (B, H)."""
-    T, B, I = Xt.shape
-    H = R.shape[1]
-    dt = Xt.dtype
-    Gm = _project_bm(W, Xt, train)  # (T, G*H, B); becomes the gate outputs
-    bias_b = np.repeat(bias, B)
-    Yt = _scratch("Yt", (T, H, B), dt)  # every element is written
-    hT = np.array(hinit.T, order="C")  # a copy: the kernel writes the final state into it (never into h0)
-    shape_s = (T + 1, H, B) if train else (1, 1, 1)
-    shape_t = (T, H, B) if train else (1, 1, 1)
-    Hs = np.empty(shape_s, dt)
-    st.update(Gt=Gm, Hs=Hs)
-    c = None
-    if cell == "gru":
-        RH = np.empty(shape_t, dt)
-        _gru.gru_forward_bm(Gm, bias_b, _hot("R", R, T * B), np.repeat(Rbh, B), hT, L, train, Yt, Hs, RH)
-        st["RH"] = RH
-    else:
-        cT = np.zeros((H, B), dt) if cinit is None else np.array(cinit.T, order="C")  # a copy (see hT)
-        Cs = np.empty(shape_s, dt)
-        Hc = np.empty(shape_t, dt)
-        _lstm.lstm_forward_bm(Gm, bias_b, _hot("R", R, T * B), hT, cT, L, train, Yt, Hs, Cs, Hc)
-        st.update(Cs=Cs, Hc=Hc)
-        c = cT.T
-    return Yt, hT.T, c
-
-
 def _forward_task(cell, a, d, b0, b1, train, Y, Y_h, Y_c):
     """Direction ``d`` of the sequences ``b0:b1``: fills their part of Y, Y_h, Y_c and returns
     what BPTT needs. Tasks write disjoint slices and may run in parallel threads."""
@@ -494,8 +444,7 @@ def _forward_task(cell, a, d, b0, b1, train, Y, Y_h, Y_c):
     Rbh = None
     if cell == "gru":
         Rbh = np.zeros(H, dt) if Rb is None else np.ascontiguousarray(Rb[d, 2 * H:])
-    st = dict(d=d, b0=b0, b1=b1, Xt=Xt, ridx=ridx,
-              bm=_batch_minor(cell, B, a["codes"][d], a["clip"], P, a["input_forget"], cell_lbr))
+    st = dict(d=d, b0=b0, b1=b1, Xt=Xt, ridx=ridx)
     W, R = a["W"][d], a["R"][d]
     if _fused(cell, B, T, dt, a["codes"][d], a["clip"], P, a["input_forget"], cell_lbr):
         direct = ridx is None and H % K.PANEL == 0 and Y.flags.c_contiguous
@@ -503,11 +452,6 @@ def _forward_task(cell, a, d, b0, b1, train, Y, Y_h, Y_c):
                                   (Y, Y[b0:b1, :, d, :]) if direct else None)
         if not direct:
             Y[b0:b1, :, d, :] = _batch_first(Yt, ridx)
-    elif st["bm"]:
-        Yt, h, c = _forward_bm(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train)
-        Ytb = _scratch("Ytb", (T, B, H), dt)
-        np.copyto(Ytb, Yt.transpose(0, 2, 1))  # in two steps: 4x faster than (T, H, B) -> (B, T, H)
-        Y[b0:b1, :, d, :] = _batch_first(Ytb, ridx)
     else:
         Yt, h, c = _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, None if P is None else P[d], L,
                                  a["codes"][d], a["al"][d], a["be"][d], a["clip"], a["input_forget"], cell_lbr,
@@ -702,33 +646,8 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
     dc = np.zeros((B, H), dt) if dY_c is None else dY_c[b0:b1, d]
     dYd = None if dY is None else dY[b0:b1, :, d, :]
     g = dict(P=np.zeros(3 * H, dt), c0=dc)
-    if st["bm"]:
-        # batch-minor: gate gradients (T, G*H, B), made (G*H, T*B) for the weight products
-        if dYd is None:
-            dYt = np.zeros((T, H, B), dt)
-        else:
-            dYt = np.ascontiguousarray(_time_major(dYd, ridx).transpose(0, 2, 1))  # (T, H, B)
-        dhT = np.array(dh.T, order="C")  # a copy: the kernel writes into it (never into dY_h)
-        dA = np.empty((T, GH, B), dt)
-        RT = _hot("RT", R[d].T)
-        if cell == "gru":
-            dRec = np.empty((T, GH, B), dt)
-            _gru.gru_backward_bm(RT, L, dYt, dhT, st["Gt"], st["Hs"], st["RH"], dA, dRec)
-        else:
-            dcT = np.array(dc.T, order="C")
-            _lstm.lstm_backward_bm(RT, L, dYt, dhT, dcT, st["Gt"], st["Cs"], st["Hc"], dA)
-            dRec = dA
-            g["c0"] = dcT.T
-        dA2 = np.ascontiguousarray(dA.transpose(1, 0, 2)).reshape(GH, T * B)
-        dRec2 = dA2 if dRec is dA else np.ascontiguousarray(dRec.transpose(1, 0, 2)).reshape(GH, T * B)
-        Hprev = np.ascontiguousarray(st["Hs"][:T].transpose(1, 0, 2)).reshape(H, T * B)
-        g["R"] = dRec2 @ Hprev.T
-        g["W"] = dA2 @ X2
-        g["X"] = _batch_first((dA2.T @ W[d]).reshape(T, B, I), ridx)
-        g["Wb"] = dA2.sum(axis=1)
-        g["Rb"] = g["Wb"] if dRec is dA else dRec2.sum(axis=1)
-        g["h0"] = dhT.T
-        return g
+    if st.get("fused"):
+        return _backward_fused(cell, a, st, W[d], R[d], L, dYd, dh, dc, g)
     if dYd is None:
         dYt = np.zeros((T, B, H), dt)
     else:
@@ -765,6 +684,50 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
     g["Wb"] = dA2.sum(axis=0)
     g["Rb"] = g["Wb"] if dRec is dA else dRec.reshape(T * B, GH).sum(axis=0)
     g["h0"] = dh
+    return g
+
+
+def _backward_fused(cell, a, st, W, R, L, dYd, dh, dc, g):
+    """BPTT of one ``_forward_fused`` task on the layouts it saved (unit-interleaved gates,
+    states padded to Hp): the weight gradients come out of three products in that order and
+    are put back in ONNX order by one gather of rows."""
+    G, Hs, idx, ridx = st["G"], st["Hs"], st["idx"], st["ridx"]
+    T, B, N = G.shape
+    H = R.shape[1]
+    Hp = Hs.shape[2]
+    I = W.shape[1]
+    dt = G.dtype
+    dYt = np.zeros((T, B, Hp), dt)  # (T, B, Hp)
+    if dYd is not None:
+        dYt[:, :, :H] = _time_major(dYd, ridx)
+    dhp = np.zeros((B, Hp), dt)  # the kernel writes into them (never into dY_h, dY_c)
+    dhp[:, :H] = dh
+    dcp = np.zeros((B, Hp), dt)
+    if cell == "lstm":
+        dcp[:, :H] = dc
+    ng = N // Hp
+    Rb = _hot_empty("Rb", (Hp // K.PANEL, N, K.PANEL), dt)
+    K.pack_back16(R, H, ng, Rb)
+    dA = np.empty((T, B, N), dt)  # (T, B, N), unit-interleaved
+    dRec = dA
+    Hprev = Hs[:T].reshape(T * B, Hp)  # (T*B, Hp)
+    if cell == "gru":
+        dRec = np.empty((T, B, N), dt)
+        _gru.gru_backward_fused(Rb, L, dYt, dhp, G, Hs, st["RH"], dA, dRec)
+        # Rh multiplies h_{t-1} (lbr=1): one product for all three gates
+    else:
+        _lstm.lstm_backward_fused(Rb, L, dYt, dhp, dcp, G, st["Cs"], st["Hc"], dA)
+        g["c0"] = dcp[:, :H]
+    dA2 = dA.reshape(T * B, N)
+    dRec2 = dRec.reshape(T * B, N)
+    Wpad = np.zeros((N, I), dt)
+    Wpad[idx] = W
+    g["R"] = (dRec2.T @ Hprev)[idx, :H]  # (G*H, H)
+    g["W"] = (dA2.T @ st["Xt"].reshape(T * B, I))[idx]  # (G*H, I)
+    g["X"] = _batch_first((dA2 @ Wpad).reshape(T, B, I), ridx)
+    g["Wb"] = dA2.sum(axis=0)[idx]
+    g["Rb"] = g["Wb"] if dRec is dA else dRec2.sum(axis=0)[idx]
+    g["h0"] = dhp[:, :H]
     return g
 
 

@@ -2,8 +2,9 @@
 
 - batch 1 with a large weight matrix: the recurrent product goes to BLAS gemv
   (``cells._ops.GEMV_MIN``), small ones to the jitted ``matvec`` (snake order);
-- batch > 1 with the default float32 cell: the batch-minor kernels (``*_bm``), whose per-step
-  product goes to OpenBLAS in row blocks (``cells._ops.SMALL_GEMM``) for wide layers;
+- the default float32 cells (batches, and one sequence of four steps or more): the fused
+  kernels, forward and backward (``*_forward_fused``, ``*_backward_fused``, whose per-step
+  product is ``cells._ops.back_rec16`` on six sequences by 64 units, six by 16 or one);
 - inputs are never modified (batch 1 with ``lengths`` once zeroed the caller's padding).
 
 Each path is checked against the naive oracle (forward) and against another path of the
@@ -96,12 +97,10 @@ def test_batch1_gemv_path(cell, direction):
 @pytest.mark.parametrize("H", [5, 128])
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_batch_minor_path(cell, direction, H):
-    """Default float32 cells with B > 1 (batch-minor kernels; H=128 also splits the per-step
-    products into row blocks) against the naive oracle and against the float64 path."""
+def test_fused_batch_path(cell, direction, H):
+    """Default float32 cells with B > 1 (fused kernels, forward and backward; H=128: 64-unit
+    blocks; H=5: one padded 16-unit block) against the naive oracle and the float64 path."""
     B, T = 32, 6
-    if H == 128:
-        assert G[cell] * H * H * B > K.SMALL_GEMM  # really the row-block path
     lengths = np.random.default_rng(H).integers(0, T + 1, B)
     lengths[:2] = (T, 0)
     kw = naive.random_case(cell, 13 + H, B=B, T=T, H=H, I=7, direction=direction, lengths=lengths, scale=0.15,
@@ -140,11 +139,35 @@ def test_matmul_paths_agree():
         out = np.empty((3, N))
         K.matmul(xs, Wn, Wt, out, 0)
         np.testing.assert_allclose(out, xs @ Wn.T, rtol=1e-12, atol=1e-12)
-    A = rng.normal(size=(1024, 256)).astype(np.float32)
-    X = rng.normal(size=(256, 32)).astype(np.float32)
-    out = np.empty((1024, 32), np.float32)
-    K.gemm_rows(A, X, out)
-    np.testing.assert_allclose(out, A @ X, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("ng", [3, 4])
+def test_back_rec16_against_numpy(ng):
+    """The fused backward kernels' recurrent product: every block shape (six sequences by 64 or
+    16 units, one sequence), finished sequences left alone, with and without ``add``."""
+    rng = np.random.default_rng(ng)
+    for B, H in [(1, 5), (5, 16), (6, 64), (7, 80), (13, 48), (14, 130)]:
+        Hp = K.packed_rows(H)
+        N = ng * Hp
+        M = rng.normal(size=(ng * H, H)).astype(np.float32)
+        Rb = np.empty((Hp // K.PANEL, N, K.PANEL), np.float32)
+        K.pack_back16(M, H, ng, Rb)
+        idx = K.gates16_index(H, ng)
+        T, t = 3, 1
+        S = np.zeros((T, B, N), np.float32)
+        S[t][:, idx] = rng.normal(size=(B, ng * H))
+        lengths = rng.integers(0, T + 1, B)
+        lengths[0] = T
+        for add in (False, True):
+            dh = np.zeros((B, Hp), np.float32)
+            dh[:, :H] = rng.normal(size=(B, H))
+            before = dh.copy()
+            K.back_rec16(Rb, lengths, t, S, dh, add)
+            ref = S[t][:, idx].astype(np.float64) @ M + (before[:, :H] if add else 0)
+            run = t < lengths
+            np.testing.assert_allclose(dh[run, :H], ref[run], rtol=1e-4, atol=1e-4)
+            np.testing.assert_array_equal(dh[~run], before[~run])  # finished: held
+            assert not dh[run, H:].any()  # padded units stay zero
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

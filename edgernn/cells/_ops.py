@@ -6,16 +6,17 @@ the generic driver (``driver.py``). What follows documents the kernels' shared c
 
 Three families of kernels in the ONNX cells' modules, chosen by ``functional``:
 
-- Fused kernels (``lstm_forward_fused``, ``gru_forward_fused``): the forward pass of the
-  default float32 LSTM and GRU (fast sigmoid/tanh, no clip/peepholes/input_forget, GRU lbr=1),
-  any batch, with and without ``train``. Weights packed unit-interleaved in 16-row panels,
-  explicit SIMD vectors (``_simd``); see "fused kernels" below.
+- Fused kernels (``lstm_forward_fused``, ``gru_forward_fused`` and their BPTT
+  ``*_backward_fused``): the default float32 LSTM and GRU (fast sigmoid/tanh, no
+  clip/peepholes/input_forget, GRU lbr=1), every batch of several sequences and one sequence
+  of four steps or more, with and without ``train``. Weights packed unit-interleaved in 16-row
+  panels, explicit SIMD vectors (``_simd``); see "fused kernels" below. The backward pass reads
+  the forward's layouts as they are (gates unit-interleaved, states padded to a multiple of 16
+  units) and gives the gate gradients in the same order; ``functional`` turns them into the
+  weight gradients with one product each and puts the rows back in ONNX order.
 - Batch-major kernels (``rnn/gru/lstm_forward``, ``*_backward``): every option (activations,
   clip, peepholes, input_forget, GRU lbr 0/1), float32 and float64, any batch. Layout
   (T, B, features). Their batch-1 recurrent product is ``mv_packed``.
-- Batch-minor kernels (``*_bm``): the backward pass of the default float32 cells for batches
-  of more than one sequence (and their forward pass for calls of fewer than four sequence
-  steps). Layout (T, features, B); see the block comment above ``lstm_forward_bm``.
 
 Conventions of the batch-major kernels (all arrays C-contiguous, one dtype per call):
 - ``G`` (T, B, gates*H): the input projection X @ W.T for all steps, computed by one matrix
@@ -43,7 +44,7 @@ Speed notes (measured on a 2-core AVX-512 VM, float32; see benchmarks/README.md,
   (``matvec`` and BLAS gemv, the products before, remain for ``matmul``'s callers.)
 - float32 data is computed in float32: literal constants are ``np.float32`` (ONE, HALF, ZERO),
   since a Python float promotes every operation to float64 and halves the SIMD width.
-- The default float32 cells have fused loops (``*_row_fast``, the ``*_bm`` kernels) that LLVM
+- The batch-major kernels have fused loops for the default cells (``*_row_fast``) that LLVM
   vectorises. Every loop writes to few arrays, or LLVM gives up vectorising because of the
   number of run-time alias checks; a loop never reads and writes different views of the same
   buffer at the same index (that fails the alias check at run time and falls back to scalar
@@ -277,6 +278,200 @@ def gates16_index(H, ng):
     return (j // PANEL) * (ng * PANEL) + g * PANEL + j % PANEL
 
 
+@jit
+def pack_back16(M, H, ng, out):
+    """out (Hp/16, N, 16): M (ng * H, H) for the backward products ``dh = dA M`` of the fused
+    kernels: row n of the unit-interleaved order (``pack_gates16``: N = ng * Hp) is ONNX row
+    g * H + j, split into panels of 16 columns; zero for padded rows and columns."""
+    P, N, _ = out.shape
+    z = out.dtype.type(0.0)
+    for n in range(N):
+        u = n // (ng * PANEL)
+        g = (n // PANEL) % ng
+        j = u * PANEL + n % PANEL
+        for p in range(P):
+            for l in range(PANEL):
+                k = p * PANEL + l
+                out[p, n, l] = M[g * H + j, k] if j < H and k < H else z
+
+
+@jit(inline="always")
+def _store_dh1(dh, s, v, tiny, ntiny, zero, add):
+    """dh[s:s + 16] = v (+ dh[s:s + 16] if add), |x| < 1e-30 flushed to zero."""
+    if add:
+        v = vadd(vload(dh, s), v)
+    vstore(dh, s, vadd(vselect_gt(v, tiny, v, zero), vselect_gt(ntiny, v, v, zero)))
+
+
+@jit(inline="always")
+def _store_dh4(dh, s, v0, v1, v2, v3, tiny, ntiny, zero, add):
+    """dh[s:s + 64] = (v0, v1, v2, v3), |x| < 1e-30 flushed to zero."""
+    _store_dh1(dh, s, v0, tiny, ntiny, zero, add)
+    _store_dh1(dh, s + 16, v1, tiny, ntiny, zero, add)
+    _store_dh1(dh, s + 32, v2, tiny, ntiny, zero, add)
+    _store_dh1(dh, s + 48, v3, tiny, ntiny, zero, add)
+
+
+@jit
+def back_rec16(Rb, lengths, t, S, dh, add):
+    """dh[b] = S[t, b] @ M (plus dh[b] if ``add``) for the sequences with t < lengths[b], the
+    others untouched; |x| < 1e-30 flushed to zero. The recurrent product of the fused backward
+    kernels: S (T, B, N) gate gradients in the unit-interleaved order, M packed in Rb by
+    ``pack_back16``, dh (B, Hp). Six sequences by 64 units at a time (24 accumulators: each
+    panel load used six times), then six by 16, or one sequence at a time."""
+    T, B, N = S.shape
+    Hp = dh.shape[1]
+    nu = Hp // PANEL
+    nq = nu - nu % 4
+    NP = N * PANEL  # one column panel of Rb
+    zero = vzero(S)
+    tiny = vsplat(S.dtype.type(TINY32))
+    ntiny = vsplat(S.dtype.type(-TINY32))
+    dAf = S.reshape(T * B * N)
+    b0 = 0
+    while b0 < B:
+        if B - b0 < 6:  # one sequence
+            b = b0
+            b0 += 1
+            if t >= lengths[b]:
+                continue
+            ab = (t * B + b) * N
+            for p0 in range(0, nq, 4):
+                w0p = p0 * NP
+                v0 = zero
+                v1 = zero
+                v2 = zero
+                v3 = zero
+                for n in range(N):
+                    p = w0p + n * 16
+                    x = vsplat(dAf[ab + n])
+                    v0 = vfma(x, vload(Rb, p), v0)
+                    v1 = vfma(x, vload(Rb, p + NP), v1)
+                    v2 = vfma(x, vload(Rb, p + 2 * NP), v2)
+                    v3 = vfma(x, vload(Rb, p + 3 * NP), v3)
+                _store_dh4(dh, b * Hp + p0 * 16, v0, v1, v2, v3, tiny, ntiny, zero, add)
+            for pp in range(nq, nu):  # two accumulators (FMA latency)
+                wp = pp * NP
+                ea = zero
+                eb = zero
+                n = 0
+                while n + 1 < N:
+                    ea = vfma(vsplat(dAf[ab + n]), vload(Rb, wp + n * 16), ea)
+                    eb = vfma(vsplat(dAf[ab + n + 1]), vload(Rb, wp + n * 16 + 16), eb)
+                    n += 2
+                if n < N:
+                    ea = vfma(vsplat(dAf[ab + n]), vload(Rb, wp + n * 16), ea)
+                _store_dh1(dh, b * Hp + pp * 16, vadd(ea, eb), tiny, ntiny, zero, add)
+            continue
+        # six sequences (finished ones computed anyway: their dA is zero, dh not stored)
+        a0 = (t * B + b0) * N
+        for p0 in range(0, nq, 4):
+            v00 = zero
+            v01 = zero
+            v02 = zero
+            v03 = zero
+            v10 = zero
+            v11 = zero
+            v12 = zero
+            v13 = zero
+            v20 = zero
+            v21 = zero
+            v22 = zero
+            v23 = zero
+            v30 = zero
+            v31 = zero
+            v32 = zero
+            v33 = zero
+            v40 = zero
+            v41 = zero
+            v42 = zero
+            v43 = zero
+            v50 = zero
+            v51 = zero
+            v52 = zero
+            v53 = zero
+            w0p = p0 * NP
+            for n in range(N):
+                p = w0p + n * 16
+                w0 = vload(Rb, p)
+                w1 = vload(Rb, p + NP)
+                w2 = vload(Rb, p + 2 * NP)
+                w3 = vload(Rb, p + 3 * NP)
+                x = vsplat(dAf[a0 + n])
+                v00 = vfma(x, w0, v00)
+                v01 = vfma(x, w1, v01)
+                v02 = vfma(x, w2, v02)
+                v03 = vfma(x, w3, v03)
+                x = vsplat(dAf[a0 + N + n])
+                v10 = vfma(x, w0, v10)
+                v11 = vfma(x, w1, v11)
+                v12 = vfma(x, w2, v12)
+                v13 = vfma(x, w3, v13)
+                x = vsplat(dAf[a0 + 2 * N + n])
+                v20 = vfma(x, w0, v20)
+                v21 = vfma(x, w1, v21)
+                v22 = vfma(x, w2, v22)
+                v23 = vfma(x, w3, v23)
+                x = vsplat(dAf[a0 + 3 * N + n])
+                v30 = vfma(x, w0, v30)
+                v31 = vfma(x, w1, v31)
+                v32 = vfma(x, w2, v32)
+                v33 = vfma(x, w3, v33)
+                x = vsplat(dAf[a0 + 4 * N + n])
+                v40 = vfma(x, w0, v40)
+                v41 = vfma(x, w1, v41)
+                v42 = vfma(x, w2, v42)
+                v43 = vfma(x, w3, v43)
+                x = vsplat(dAf[a0 + 5 * N + n])
+                v50 = vfma(x, w0, v50)
+                v51 = vfma(x, w1, v51)
+                v52 = vfma(x, w2, v52)
+                v53 = vfma(x, w3, v53)
+            s = b0 * Hp + p0 * 16
+            if t < lengths[b0]:
+                _store_dh4(dh, s, v00, v01, v02, v03, tiny, ntiny, zero, add)
+            if t < lengths[b0 + 1]:
+                _store_dh4(dh, s + Hp, v10, v11, v12, v13, tiny, ntiny, zero, add)
+            if t < lengths[b0 + 2]:
+                _store_dh4(dh, s + 2 * Hp, v20, v21, v22, v23, tiny, ntiny, zero, add)
+            if t < lengths[b0 + 3]:
+                _store_dh4(dh, s + 3 * Hp, v30, v31, v32, v33, tiny, ntiny, zero, add)
+            if t < lengths[b0 + 4]:
+                _store_dh4(dh, s + 4 * Hp, v40, v41, v42, v43, tiny, ntiny, zero, add)
+            if t < lengths[b0 + 5]:
+                _store_dh4(dh, s + 5 * Hp, v50, v51, v52, v53, tiny, ntiny, zero, add)
+        for pp in range(nq, nu):  # the last panels: six sequences by one panel
+            wp = pp * NP
+            v0 = zero
+            v1 = zero
+            v2 = zero
+            v3 = zero
+            v4 = zero
+            v5 = zero
+            for n in range(N):
+                w = vload(Rb, wp + n * 16)
+                v0 = vfma(vsplat(dAf[a0 + n]), w, v0)
+                v1 = vfma(vsplat(dAf[a0 + N + n]), w, v1)
+                v2 = vfma(vsplat(dAf[a0 + 2 * N + n]), w, v2)
+                v3 = vfma(vsplat(dAf[a0 + 3 * N + n]), w, v3)
+                v4 = vfma(vsplat(dAf[a0 + 4 * N + n]), w, v4)
+                v5 = vfma(vsplat(dAf[a0 + 5 * N + n]), w, v5)
+            s = b0 * Hp + pp * 16
+            if t < lengths[b0]:
+                _store_dh1(dh, s, v0, tiny, ntiny, zero, add)
+            if t < lengths[b0 + 1]:
+                _store_dh1(dh, s + Hp, v1, tiny, ntiny, zero, add)
+            if t < lengths[b0 + 2]:
+                _store_dh1(dh, s + 2 * Hp, v2, tiny, ntiny, zero, add)
+            if t < lengths[b0 + 3]:
+                _store_dh1(dh, s + 3 * Hp, v3, tiny, ntiny, zero, add)
+            if t < lengths[b0 + 4]:
+                _store_dh1(dh, s + 4 * Hp, v4, tiny, ntiny, zero, add)
+            if t < lengths[b0 + 5]:
+                _store_dh1(dh, s + 5 * Hp, v5, tiny, ntiny, zero, add)
+        b0 += 6
+
+
 # project_panels: rows (steps) in blocks of PROJ_TB and K in chunks of PROJ_KC, so that the
 # weights of a chunk (4 panels x 64 k, 16 KB) and the outputs of a block stay in L1 while the
 # block is computed (measured, one process, interleaved: (3200 x 256) @ (256 x 1024) 119 -> 132 GFLOP/s, @ (256 x 768)
@@ -413,41 +608,6 @@ def project_panels(X, Wp, bias, G):
             for k in range(K):
                 a0 = vfma(vsplat(X[t, k]), vload(Wp, w0 + k * PANEL), a0)
             vstore(G, t * N + o0, a0)
-
-
-@jit
-def unpack_gates(G, H, ng, bm, out):
-    """The gate rows of G (T, B, ng * Hp), unit-interleaved (``pack_gates16``), back in ONNX
-    order: out (T, ng * H, B) if ``bm`` (the batch-minor kernels' layout) else (T, B, ng * H).
-    One pass (a fancy-index gather and a transposing copy took 3x as long)."""
-    T, B, N = G.shape
-    P = N // PANEL
-    for t in range(T):
-        for b in range(B):
-            g = G[t, b]
-            for p in range(P):
-                u = p // ng
-                gate = p % ng
-                for l in range(PANEL):
-                    j = u * PANEL + l
-                    if j < H:
-                        if bm:
-                            out[t, gate * H + j, b] = g[p * PANEL + l]
-                        else:
-                            out[t, b, gate * H + j] = g[p * PANEL + l]
-
-
-@jit
-def unpad_states(S, H, bm, out):
-    """S (T', B, Hp) -> out (T', H, B) if ``bm`` else (T', B, H)."""
-    T, B, _ = S.shape
-    for t in range(T):
-        for b in range(B):
-            for j in range(H):
-                if bm:
-                    out[t, j, b] = S[t, b, j]
-                else:
-                    out[t, b, j] = S[t, b, j]
 
 
 _INV_CLAMP = ONE / _CLAMP
@@ -588,53 +748,6 @@ def fast_sigmoid(x):
 # row blocks of 120. So such products go in row blocks under the limit (nothing breaks if a
 # BLAS has no such path: the blocks are then ordinary GEMM calls, ~1% overhead).
 SMALL_GEMM = 1_000_000
-
-
-@jit
-def gemm_rows(A, X, out):
-    """out (N, B) = A (N, K) @ X (K, B), in row blocks of at most SMALL_GEMM multiply-adds
-    when that is measured to pay (B <= 32, blocks of >= 32 rows)."""
-    N, K = A.shape
-    B = X.shape[1]
-    c = N
-    if B <= 32 and N * K * B > SMALL_GEMM:
-        c = (SMALL_GEMM // (K * B)) // 8 * 8
-        if c < 32:
-            c = N
-    for s in range(0, N, c):
-        e = min(N, s + c)
-        np.dot(A[s:e], X, out[s:e])
-
-
-@jit
-def project_bm(W, XT, G):
-    """G[t] = W @ XT[t] for every step: the input projection of the batch-minor kernels,
-    before their time loop. W (G*H, I), XT (T, I, B), G (T, G*H, B).
-
-    One product per step in row blocks (``gemm_rows``) rather than one big product and a
-    transposing copy: measured 2.8 ms vs 5.8 ms for (1024 x 64) over T=100, B=32, and 11.4 ms
-    vs 13.9 ms for (1024 x 256).
-    """
-    for t in range(XT.shape[0]):
-        gemm_rows(W, XT[t], G[t])
-
-
-@jit
-def restore_cols(t, lengths, dst, src):
-    """dst[:, b] = src[:, b] for the sequences that have ended at step t."""
-    for b in range(lengths.shape[0]):
-        if t >= lengths[b]:
-            for j in range(dst.shape[0]):
-                dst[j, b] = src[j, b]
-
-
-@jit
-def zero_cols(t, lengths, dst):
-    for b in range(lengths.shape[0]):
-        if t >= lengths[b]:
-            for j in range(dst.shape[0]):
-                dst[j, b] = ZERO
-
 
 
 # ----------------------------------------------------------------------------------------

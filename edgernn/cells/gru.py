@@ -1,7 +1,7 @@
 """GRU cell (ONNX ``GRU``, gates z, r, h; both ``linear_before_reset`` variants).
 
 Everything specific to the cell: the batch-major forward and BPTT time loops (every option),
-the batch-minor kernels for batches of the default float32 cell, the streaming step and the
+the fused kernels of the default float32 cell (any batch), the streaming step and the
 packing of a layer for the streaming engine. The exporter writes a native ``GRU`` node.
 """
 
@@ -32,6 +32,7 @@ from ._ops import (
     M_T,
     M_W,
     act_span,
+    back_rec16,
     clamp_into,
     clip_inplace,
     dact,
@@ -39,18 +40,15 @@ from ._ops import (
     emit,
     fast_sigmoid,
     flush_tiny,
-    gemm_rows,
     matmul,
     mv_flat,
     mv_packed,
     out_deriv,
     pack_fused,
-    restore_cols,
     vsigmoid,
     vtanh,
-    zero_cols,
 )
-from ._simd import vadd, vfma, vload, vsplat, vstore, vsub, vzero
+from ._simd import vadd, vfma, vload, vmul, vsplat, vstore, vsub, vzero
 from .base import Cell, register
 
 
@@ -378,6 +376,58 @@ def gru_forward_fused(G, Rp, rbh, lengths, train, Y, ysb, yst, y0, h, hbuf, Hs, 
 
 
 @jit
+def gru_backward_fused(Rb, lengths, dY, dh, G, Hs, RH, dA, dRec):
+    """BPTT of ``gru_forward_fused``, reading the layouts it saved (no unpacking).
+
+    Per step, from the last: the gate gradients of every sequence and block of 16 units in
+    vector registers (g = dh + dY; dA for z, r, h~; the direct path g z kept in dh), then
+    dh_{t-1} = g z + dRec_t R (``_ops.back_rec16``), where dRec is dA with the h~ part
+    multiplied by r (what reaches Rh h + Rbh).
+
+    Rb (Hp/16, N, 16): R packed by ``_ops.pack_back16``. dY (T, B, Hp): dL/dh_t from above
+    (zero past H). dh (B, Hp) enters as dL/dh_T and leaves as dL/dh_0 (held on a sequence's
+    padded steps, |x| < 1e-30 flushed to zero after every step, as ``gru_backward`` does). G (T, B, N) the
+    gate outputs, Hs (T+1, B, Hp) h_{t-1} at t, RH (T, B, Hp) Rh h_{t-1} + Rbh. dA, dRec
+    (T, B, N) out, zero on padded steps.
+    """
+    T, B, N = G.shape
+    Hp = dh.shape[1]
+    nu = Hp // 16
+    Lmax = lengths.max() if B > 0 else 0
+    one = vsplat(G.dtype.type(1.0))
+    for t in range(T - 1, Lmax - 1, -1):
+        dA[t] = 0.0
+        dRec[t] = 0.0
+    for t in range(Lmax - 1, -1, -1):
+        for b in range(B):
+            ga = (t * B + b) * N
+            if t >= lengths[b]:
+                for n in range(N):
+                    dA[t, b, n] = 0.0
+                    dRec[t, b, n] = 0.0
+                continue
+            for u in range(nu):
+                s = b * Hp + u * 16
+                q = (t * B + b) * Hp + u * 16
+                g0 = ga + u * 48
+                g = vadd(vload(dh, s), vload(dY, q))
+                gz = vload(G, g0)
+                gr = vload(G, g0 + 16)
+                hh = vload(G, g0 + 32)
+                dah = vmul(vmul(g, vsub(one, gz)), vsub(one, vmul(hh, hh)))
+                daz = vmul(vmul(g, vsub(vload(Hs, q), hh)), vmul(gz, vsub(one, gz)))
+                dar = vmul(vmul(dah, vload(RH, q)), vmul(gr, vsub(one, gr)))
+                vstore(dh, s, vmul(g, gz))  # the direct path; back_rec16 adds the rest
+                vstore(dA, g0, daz)
+                vstore(dA, g0 + 16, dar)
+                vstore(dA, g0 + 32, dah)
+                vstore(dRec, g0, daz)
+                vstore(dRec, g0 + 16, dar)
+                vstore(dRec, g0 + 32, vmul(dah, gr))
+        back_rec16(Rb, lengths, t, dRec, dh, True)  # dh_{t-1} = g z + dRec_t R
+
+
+@jit
 def gru_back_row_fast(fc, gc, g, gt, hp, rhv, da, drec):
     """lbr=1, sigmoid/tanh gates, no clip. ``g`` (H) holds dL/dH_t on entry and dL/dH_{t-1}
     through the direct path (g * z) on exit."""
@@ -487,109 +537,6 @@ def gru_backward(RT, R, RzrT, Rzr, RhT, Rh, lengths, codes, alphas, betas, clip,
                     for j in range(H):
                         dh[b, j] = direct[b, j] + back_zr[b, j]  # back_h * r is in direct
         flush_tiny(dh)
-
-
-@jit
-def gru_forward_bm(G, bias_b, R, rbh_b, hT, lengths, train, Yt, Hs, RH):
-    """lbr=1. bias_b: (Wb + Rb for z, r; Wbh for h) repeated along the batch; rbh_b: Rbh
-    repeated along the batch. hT (H, B) enters as the initial state and leaves as the final one."""
-    T, G3, B = G.shape
-    H = G3 // 3
-    HB = H * B
-    tmin = lengths.min()
-    rec = np.empty((G3, B), G.dtype)
-    r = rec.reshape(G3 * B)
-    save_h = np.empty((H, B), G.dtype)
-    rh_s = np.empty((1, HB), G.dtype)
-    h = hT.reshape(HB)
-    r2 = r[2 * HB:]
-    b2 = bias_b[2 * HB:]
-    for t in range(T):
-        if train:
-            Hs[t] = hT
-        gemm_rows(R, hT, rec)  # (3H, B)
-        masked = t >= tmin
-        if masked:
-            save_h[:] = hT
-        g = G[t].reshape(G3 * B)
-        for m in range(2 * HB):
-            g[m] = fast_sigmoid(g[m] + r[m] + bias_b[m])
-        gz = g[:HB]
-        gr = g[HB: 2 * HB]
-        gh = g[2 * HB:]
-        rr = RH[t].reshape(HB) if train else rh_s[0]
-        for m in range(HB):
-            rr[m] = r2[m] + rbh_b[m]
-        for m in range(HB):
-            gh[m] = fast_tanh(gh[m] + b2[m] + gr[m] * rr[m])
-        y = Yt[t].reshape(HB)
-        for m in range(HB):
-            z = gz[m]
-            hv = (ONE - z) * gh[m] + z * h[m]
-            h[m] = hv
-            y[m] = hv
-        if masked:
-            restore_cols(t, lengths, hT, save_h)
-            zero_cols(t, lengths, Yt[t])
-    if train:
-        Hs[T] = hT
-
-
-@jit
-def gru_backward_bm(RT, lengths, dYt, dhT, G, Hs, RH, dA, dRec):
-    """BPTT of ``gru_forward_bm``. dhT (H, B) enters as dL/dH_T and leaves as dL/dH_0; fills
-    all of dA and dRec (T, 3H, B)."""
-    T, H, B = dYt.shape
-    HB = H * B
-    tmin = lengths.min()
-    g = np.empty(HB, dYt.dtype)
-    back = np.empty((H, B), dYt.dtype)
-    bk = back.reshape(HB)
-    save_h = np.empty((H, B), dYt.dtype)
-    dh = dhT.reshape(HB)
-    for t in range(T - 1, -1, -1):
-        masked = t >= tmin
-        if masked:
-            save_h[:] = dhT
-        dy = dYt[t].reshape(HB)
-        for m in range(HB):
-            g[m] = dh[m] + dy[m]
-        gt = G[t].reshape(3 * HB)
-        gz = gt[:HB]
-        gr = gt[HB: 2 * HB]
-        gh = gt[2 * HB:]
-        hp = Hs[t].reshape(HB)
-        rr = RH[t].reshape(HB)
-        da = dA[t].reshape(3 * HB)
-        daz = da[:HB]
-        dar = da[HB: 2 * HB]
-        dah = da[2 * HB:]
-        for m in range(HB):
-            z = gz[m]
-            hh = gh[m]
-            dah[m] = g[m] * (ONE - z) * (ONE - hh * hh)
-        for m in range(HB):
-            z = gz[m]
-            daz[m] = g[m] * (hp[m] - gh[m]) * z * (ONE - z)
-        for m in range(HB):
-            r = gr[m]
-            dar[m] = dah[m] * rr[m] * r * (ONE - r)
-        for m in range(HB):
-            dh[m] = g[m] * gz[m]  # the direct path
-        if masked:
-            zero_cols(t, lengths, dA[t])
-        drec = dRec[t].reshape(3 * HB)
-        for m in range(2 * HB):
-            drec[m] = da[m]
-        drh = drec[2 * HB:]
-        for m in range(HB):
-            drh[m] = dah[m] * gr[m]
-        gemm_rows(RT, dRec[t], back)  # (H, 3H) @ (3H, B)
-        for m in range(HB):
-            dh[m] += bk[m]
-        if masked:
-            restore_cols(t, lengths, dhT, save_h)
-        flush_tiny(dhT)
 
 
 # ----------------------------------------------------------------------------------------

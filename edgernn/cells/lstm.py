@@ -1,7 +1,7 @@
 """LSTM cell (ONNX ``LSTM``, gates i, o, f, c; peepholes, ``input_forget``, clip).
 
 Everything specific to the cell: the batch-major forward and BPTT time loops (every option),
-the batch-minor kernels for batches of the default float32 cell, the streaming step and the
+the fused kernels of the default float32 cell (any batch), the streaming step and the
 packing of a layer for the streaming engine. The exporter writes a native ``LSTM`` node.
 """
 
@@ -32,7 +32,9 @@ from ._ops import (
     M_P,
     M_T,
     M_W,
+    TINY32,
     act_span,
+    back_rec16,
     clamp_into,
     clip_inplace,
     dact,
@@ -40,18 +42,15 @@ from ._ops import (
     emit,
     fast_sigmoid,
     flush_tiny,
-    gemm_rows,
     matmul,
     mv_flat,
     mv_packed,
     out_deriv,
     pack_fused,
-    restore_cols,
     vsigmoid,
     vtanh,
-    zero_cols,
 )
-from ._simd import vadd, vfma, vload, vmul, vsplat, vstore, vzero
+from ._simd import vadd, vfma, vload, vmul, vselect_gt, vsplat, vstore, vsub, vzero
 from .base import Cell, register
 
 
@@ -421,6 +420,65 @@ def lstm_forward_fused(G, Rp, lengths, train, Y, ysb, yst, y0, h, c, hbuf, Hs, C
 
 
 @jit
+def lstm_backward_fused(Rb, lengths, dY, dh, dc, G, Cs, Hc, dA):
+    """BPTT of ``lstm_forward_fused``, reading the layouts it saved (no unpacking).
+
+    Per step, from the last: the gate gradients of every sequence and block of 16 units in
+    vector registers (g = dh + dY, then dA for i, o, f, c~ and dc_{t-1}), written to dA; then
+    dh_{t-1} = dA_t R (``_ops.back_rec16``).
+
+    Rb (Hp/16, N, 16): R with its rows in G's unit-interleaved order, in panels of 16 columns
+    (``_ops.pack_back16``). dY (T, B, Hp): dL/dh_t from above (zero past H). dh, dc (B, Hp)
+    enter as dL/dh_T, dL/dc_T and leave as dL/dh_0, dL/dc_0 (held on a sequence's padded steps,
+    |x| < 1e-30 flushed to zero after every step, as ``lstm_backward`` does). G (T, B, N) the
+    gate outputs, Cs (T+1, B, Hp) c_{t-1} at t, Hc (T, B, Hp) tanh(c_t). dA (T, B, N) out: the
+    gradients of the gate pre-activations, zero on padded steps.
+    """
+    T, B, N = G.shape
+    Hp = dh.shape[1]
+    nu = Hp // 16
+    Lmax = lengths.max() if B > 0 else 0
+    one = vsplat(G.dtype.type(1.0))
+    tiny = vsplat(G.dtype.type(TINY32))
+    ntiny = vsplat(G.dtype.type(-TINY32))
+    zero = vzero(G)
+    for t in range(T - 1, Lmax - 1, -1):
+        dA[t] = 0.0
+    for t in range(Lmax - 1, -1, -1):
+        # gate gradients, sequence by sequence and block of 16 units
+        for b in range(B):
+            ga = (t * B + b) * N
+            if t >= lengths[b]:
+                for n in range(N):
+                    dA[t, b, n] = 0.0
+                continue
+            for u in range(nu):
+                s = b * Hp + u * 16
+                q = (t * B + b) * Hp + u * 16
+                g0 = ga + u * 64
+                g = vadd(vload(dh, s), vload(dY, q))
+                gi = vload(G, g0)
+                go = vload(G, g0 + 16)
+                gf = vload(G, g0 + 32)
+                gc = vload(G, g0 + 48)
+                hc = vload(Hc, q)
+                cp = vload(Cs, q)
+                gho = vmul(g, go)
+                dao = vmul(vmul(g, hc), vmul(go, vsub(one, go)))
+                dcn = vfma(gho, vsub(one, vmul(hc, hc)), vload(dc, s))
+                dai = vmul(vmul(dcn, gc), vmul(gi, vsub(one, gi)))
+                daf = vmul(vmul(dcn, cp), vmul(gf, vsub(one, gf)))
+                dac = vmul(vmul(dcn, gi), vsub(one, vmul(gc, gc)))
+                dcp = vmul(dcn, gf)
+                vstore(dc, s, vadd(vselect_gt(dcp, tiny, dcp, zero), vselect_gt(ntiny, dcp, dcp, zero)))
+                vstore(dA, g0, dai)
+                vstore(dA, g0 + 16, dao)
+                vstore(dA, g0 + 32, daf)
+                vstore(dA, g0 + 48, dac)
+        back_rec16(Rb, lengths, t, dA, dh, False)  # dh_{t-1} = dA_t R
+
+
+@jit
 def lstm_back_row_fast(fc, gc, hcode, g, gt, hc, cp, dc, da):
     """Sigmoid/tanh-type gates, no clip, no peepholes, no input_forget. ``g`` (H) is dL/dH_t;
     ``dc`` enters as dL/dC_t (from later steps) and leaves as dL/dC_{t-1}."""
@@ -507,116 +565,6 @@ def lstm_backward(RT, R, P, lengths, codes, alphas, betas, clip, input_forget, p
                     dh[b, j] = rec[b, j]
         flush_tiny(dh)
         flush_tiny(dc)
-
-
-@jit
-def lstm_forward_bm(G, bias_b, R, hT, cT, lengths, train, Yt, Hs, Cs, Hc):
-    """hT, cT (H, B) enter as the initial state and leave as the final one."""
-    T, G4, B = G.shape
-    H = G4 // 4
-    HB = H * B
-    tmin = lengths.min()
-    rec = np.empty((G4, B), G.dtype)
-    r = rec.reshape(G4 * B)
-    save_h = np.empty((H, B), G.dtype)
-    save_c = np.empty((H, B), G.dtype)
-    hc_s = np.empty((1, HB), G.dtype)
-    h = hT.reshape(HB)
-    c = cT.reshape(HB)
-    b3 = bias_b[3 * HB:]
-    r3 = r[3 * HB:]
-    for t in range(T):
-        if train:
-            Hs[t] = hT
-            Cs[t] = cT
-        gemm_rows(R, hT, rec)  # (4H, B)
-        masked = t >= tmin
-        if masked:
-            save_h[:] = hT
-            save_c[:] = cT
-        g = G[t].reshape(G4 * B)
-        for m in range(3 * HB):
-            g[m] = fast_sigmoid(g[m] + r[m] + bias_b[m])
-        gi = g[:HB]
-        go = g[HB: 2 * HB]
-        gf = g[2 * HB: 3 * HB]
-        gc = g[3 * HB:]
-        for m in range(HB):
-            gc[m] = fast_tanh(gc[m] + r3[m] + b3[m])
-        for m in range(HB):
-            c[m] = gf[m] * c[m] + gi[m] * gc[m]
-        # the same loop with and without train, so both give bit-identical outputs
-        hcv = Hc[t].reshape(HB) if train else hc_s[0]
-        y = Yt[t].reshape(HB)
-        for m in range(HB):
-            v = fast_tanh(c[m])
-            hcv[m] = v
-            hv = go[m] * v
-            h[m] = hv
-            y[m] = hv
-        if masked:
-            restore_cols(t, lengths, hT, save_h)
-            restore_cols(t, lengths, cT, save_c)
-            zero_cols(t, lengths, Yt[t])
-    if train:
-        Hs[T] = hT
-        Cs[T] = cT
-
-
-@jit
-def lstm_backward_bm(RT, lengths, dYt, dhT, dcT, G, Cs, Hc, dA):
-    """BPTT of ``lstm_forward_bm`` (G holds the gate outputs). dhT, dcT (H, B) enter as
-    dL/dH_T, dL/dC_T and leave as dL/dH_0, dL/dC_0; fills all of dA (T, 4H, B)."""
-    T, H, B = dYt.shape
-    HB = H * B
-    tmin = lengths.min()
-    g = np.empty(HB, dYt.dtype)
-    save_h = np.empty((H, B), dYt.dtype)
-    save_c = np.empty((H, B), dYt.dtype)
-    dh = dhT.reshape(HB)
-    dc = dcT.reshape(HB)
-    for t in range(T - 1, -1, -1):
-        masked = t >= tmin
-        if masked:
-            save_h[:] = dhT
-            save_c[:] = dcT
-        dy = dYt[t].reshape(HB)
-        for m in range(HB):
-            g[m] = dh[m] + dy[m]
-        gt = G[t].reshape(4 * HB)
-        gi = gt[:HB]
-        go = gt[HB: 2 * HB]
-        gf = gt[2 * HB: 3 * HB]
-        gc = gt[3 * HB:]
-        hc = Hc[t].reshape(HB)
-        cp = Cs[t].reshape(HB)
-        da = dA[t].reshape(4 * HB)
-        dai = da[:HB]  # dL/dC_t parked here first
-        dao = da[HB: 2 * HB]
-        daf = da[2 * HB: 3 * HB]
-        dac = da[3 * HB:]
-        for m in range(HB):
-            o = go[m]
-            v = hc[m]
-            dao[m] = g[m] * v * o * (ONE - o)
-            dai[m] = dc[m] + g[m] * o * (ONE - v * v)
-        for m in range(HB):
-            dcn = dai[m]
-            i = gi[m]
-            f = gf[m]
-            cc = gc[m]
-            dai[m] = dcn * cc * i * (ONE - i)
-            daf[m] = dcn * cp[m] * f * (ONE - f)
-            dac[m] = dcn * i * (ONE - cc * cc)
-            dc[m] = dcn * f
-        if masked:
-            zero_cols(t, lengths, dA[t])
-        gemm_rows(RT, dA[t], dhT)  # (H, 4H) @ (4H, B)
-        if masked:
-            restore_cols(t, lengths, dhT, save_h)
-            restore_cols(t, lengths, dcT, save_c)
-        flush_tiny(dhT)
-        flush_tiny(dcT)
 
 
 # ----------------------------------------------------------------------------------------
