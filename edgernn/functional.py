@@ -186,6 +186,7 @@ class Cache:
     args: dict  # prepared inputs and options
     dirs: list = field(default_factory=list)  # per task (direction, batch slice): dict of arrays
     parallel: bool = False  # whether the forward tasks ran in parallel threads
+    need_dx: bool = True  # False: the caller discards dL/dX (a model's first layer); backward gives None
 
 
 def _bias_sum(Wb, Rb, d, GH, dt):
@@ -632,7 +633,7 @@ def _grad_in(g, name, shape, dt):
     return g
 
 
-def _backward_task(cell, a, st, dY, dY_h, dY_c):
+def _backward_task(cell, a, st, dY, dY_h, dY_c, need_dx=True):
     """BPTT of one forward task (direction ``st["d"]``, sequences ``st["b0"]:st["b1"]``):
     that task's share of every gradient."""
     d, b0, b1 = st["d"], st["b0"], st["b1"]
@@ -647,7 +648,7 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
     dYd = None if dY is None else dY[b0:b1, :, d, :]
     g = dict(P=np.zeros(3 * H, dt), c0=dc)
     if st.get("fused"):
-        return _backward_fused(cell, a, st, W[d], R[d], L, dYd, dh, dc, g)
+        return _backward_fused(cell, a, st, W[d], R[d], L, dYd, dh, dc, g, need_dx)
     if dYd is None:
         dYt = np.zeros((T, B, H), dt)
     else:
@@ -680,14 +681,15 @@ def _backward_task(cell, a, st, dY, dY_h, dY_c):
         g["c0"] = dc
     dA2 = dA.reshape(T * B, GH)  # (T*B, G*H)
     g["W"] = dA2.T @ X2
-    g["X"] = _batch_first((dA2 @ W[d]).reshape(T, B, I), ridx)
+    if need_dx:
+        g["X"] = _batch_first((dA2 @ W[d]).reshape(T, B, I), ridx)
     g["Wb"] = dA2.sum(axis=0)
     g["Rb"] = g["Wb"] if dRec is dA else dRec.reshape(T * B, GH).sum(axis=0)
     g["h0"] = dh
     return g
 
 
-def _backward_fused(cell, a, st, W, R, L, dYd, dh, dc, g):
+def _backward_fused(cell, a, st, W, R, L, dYd, dh, dc, g, need_dx):
     """BPTT of one ``_forward_fused`` task on the layouts it saved (unit-interleaved gates,
     states padded to Hp): the weight gradients come out of three products in that order and
     are put back in ONNX order by one gather of rows."""
@@ -720,11 +722,12 @@ def _backward_fused(cell, a, st, W, R, L, dYd, dh, dc, g):
         g["c0"] = dcp[:, :H]
     dA2 = dA.reshape(T * B, N)
     dRec2 = dRec.reshape(T * B, N)
-    Wpad = np.zeros((N, I), dt)
-    Wpad[idx] = W
     g["R"] = (dRec2.T @ Hprev)[idx, :H]  # (G*H, H)
     g["W"] = (dA2.T @ st["Xt"].reshape(T * B, I))[idx]  # (G*H, I)
-    g["X"] = _batch_first((dA2 @ Wpad).reshape(T, B, I), ridx)
+    if need_dx:
+        Wpad = np.zeros((N, I), dt)  # W's rows in the unit-interleaved order, zero rows for padding
+        Wpad[idx] = W
+        g["X"] = _batch_first((dA2 @ Wpad).reshape(T, B, I), ridx)
     g["Wb"] = dA2.sum(axis=0)[idx]
     g["Rb"] = g["Wb"] if dRec is dA else dRec2.sum(axis=0)[idx]
     g["h0"] = dhp[:, :H]
@@ -743,7 +746,7 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
     dY = _grad_in(dY, "dY", (B, T, D, H), dt)
     dY_h = _grad_in(dY_h, "dY_h", (B, D, H), dt)
     dY_c = _grad_in(dY_c, "dY_c", (B, D, H), dt)
-    dX = np.zeros((B, T, I), dt)
+    dX = np.zeros((B, T, I), dt) if cache.need_dx else None
     dW = np.zeros_like(W)
     dR = np.zeros_like(R)
     dWb = np.zeros((D, GH), dt)
@@ -751,7 +754,8 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
     dh0 = np.empty((B, D, H), dt)
     dc0 = np.empty((B, D, H), dt)
     dP = np.zeros((D, 3 * H), dt)
-    parts = _run_tasks([functools.partial(_backward_task, cell, a, st, dY, dY_h, dY_c) for st in cache.dirs],
+    parts = _run_tasks([functools.partial(_backward_task, cell, a, st, dY, dY_h, dY_c, cache.need_dx)
+                        for st in cache.dirs],
                        cache.parallel and get_num_threads() > 1)
     for st, p in zip(cache.dirs, parts, strict=True):
         d, b0, b1 = st["d"], st["b0"], st["b1"]
@@ -760,7 +764,8 @@ def _backward(cell, cache, dY, dY_h, dY_c=None):
         dWb[d] += p["Wb"]
         dRb[d] += p["Rb"]
         dP[d] += p["P"]
-        dX[b0:b1] += p["X"]
+        if dX is not None:
+            dX[b0:b1] += p["X"]
         dh0[b0:b1, d] = p["h0"]
         dc0[b0:b1, d] = p["c0"]
     grads = dict(X=dX, W=dW, R=dR, Wb=dWb, Rb=dRb, h0=dh0, c0=dc0, P=dP)

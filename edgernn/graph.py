@@ -656,8 +656,11 @@ class Model(Sequential):
             return [Sequential._mask(o, lk) for o, lk in zip(out, ls, strict=True)]
         return Sequential._mask(out, lengths)
 
-    def _backward(self, dy):
+    def _backward(self, dy, need_dx=True):
+        """Backpropagate through the nodes; returns dL/d(inputs) (None entries without
+        ``need_dx``: a layer whose main inputs are all model inputs may skip them)."""
         dys = dy if isinstance(dy, list) and not self._single_output else [dy]
+        model_inputs = {id(t) for t in self._inputs}
         grads = {}
 
         def add(t, d):
@@ -682,7 +685,11 @@ class Model(Sequential):
                 if dout[0] is None:  # only the other outputs (states, scores) were used
                     dout[0] = np.zeros(self._out_shapes[i], layer.dtype)
                 dyn = dout
-            dx = layer.backward(dyn)
+            layer._dx_unused = not need_dx and all(id(t) in model_inputs for t in nd.inputs[:nd.n_main])
+            try:
+                dx = layer.backward(dyn)
+            finally:
+                layer._dx_unused = False
             if layer.params:
                 g = acc.get(id(layer))
                 if g is None:
@@ -714,7 +721,7 @@ class Model(Sequential):
         out = self._forward(x, lengths, training=training, need_grad=True)
         mask = self._mask(out, self._last_lengths)
         loss, dy = self.loss.value_and_grad(y, out, mask, sample_weight=sample_weight)
-        self._backward(dy)
+        self._backward(dy, need_dx=False)
         return loss, [layer.grads[k] for layer, k in self._trainable()], out
 
     def _check_final(self, last, guard, pairs, snapshot, epoch):

@@ -320,9 +320,16 @@ class Sequential:
             lengths = out_lengths if _first(x).ndim >= 3 else None
         return x, lengths
 
-    def _backward(self, dy):
+    def _backward(self, dy, need_dx=True):
+        """Backpropagate dL/d(output); returns dL/d(input), or None without ``need_dx`` (training:
+        then the first layer may skip computing it, see ``Layer._dx_unused``)."""
+        first = self._layers[0] if self._layers else None
         for layer in reversed(self._layers):
-            dy = layer.backward(dy)
+            layer._dx_unused = layer is first and not need_dx
+            try:
+                dy = layer.backward(dy)
+            finally:
+                layer._dx_unused = False
             if dy is None:
                 break
         return dy
@@ -348,7 +355,7 @@ class Sequential:
             loss, dy = self.loss.value_and_grad(y, pred, mask, sample_weight=sample_weight)
         if isinstance(out, list):
             dy = [dy] + [None] * (len(out) - 1)
-        self._backward(dy)
+        self._backward(dy, need_dx=False)
         return loss, [layer.grads[k] for layer, k in self._trainable()], pred
 
     # ---- training -------------------------------------------------------------------------

@@ -212,3 +212,33 @@ def test_initial_state_gradients(data):
             lm = f()
             arr[idx] = old
             assert abs((lp - lm) / (2 * EPS) - g[idx]) < 1e-7
+
+
+@pytest.mark.parametrize("cls", [LSTM, GRU, SimpleRNN])
+@pytest.mark.parametrize("graph", [False, True])
+def test_training_skips_the_discarded_input_gradient(cls, graph):
+    """Training does not compute dL/dX of a layer that reads the model's data (its product is
+    skipped); the weight gradients are bit-identical to those of a full backward pass."""
+    from edgernn import Model
+    from edgernn.layers import Input
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(5, 7, 3)).astype(np.float32)
+    y = rng.normal(size=(5, 7, 1)).astype(np.float32)
+    if graph:
+        inp = Input(shape=(None, 3))
+        m = Model(inp, Dense(1)(cls(8, return_sequences=True)(inp)))
+    else:
+        m = Sequential([cls(8, return_sequences=True, input_shape=(None, 3)), Dense(1)], seed=1)
+    m.compile(optimizer="adam", loss="mse")
+    rnn = next(layer for layer in m.layers if isinstance(layer, cls))
+    _, grads, _ = m._loss_and_grads(x, y)
+    grads = [g.copy() for g in grads]
+    assert rnn._fwd[0].need_dx is False and rnn._dx_unused is False
+    out = m._forward(x, None, training=False, need_grad=True)
+    _, dy = m.loss.value_and_grad(y, out, None)
+    dx = m._backward(dy)
+    dx = dx[0] if isinstance(dx, list) else dx
+    assert dx.shape == x.shape and np.abs(dx).sum() > 0
+    for (layer, k), g in zip(m._trainable(), grads, strict=True):
+        np.testing.assert_array_equal(layer.grads[k], g)

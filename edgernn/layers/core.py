@@ -82,6 +82,10 @@ class Layer:
         Stored, non-trained, uncounted arrays (e.g. the zero second bias ``Rb`` of an LSTM).
     """
 
+    # Set by a model around ``backward`` when it discards the gradient of this layer's input
+    # (the layer reads the model's data): a layer may then skip computing it and return None.
+    _dx_unused = False
+
     def __init__(self, name=None, trainable=True, input_shape=None, input_dim=None,
                  batch_input_shape=None, dtype=None):
         self.name = name

@@ -500,6 +500,8 @@ class RecurrentLayer(Layer):
             dY_h = ds[0] if dY_h is None else dY_h + ds[0]
             if self.num_states == 2:
                 dY_c = ds[1]
+        if getattr(cache, "need_dx", None) is not None:
+            cache.need_dx = not self._dx_unused  # the functional cells skip the product
         g = self._run_backward(cache, dY, dY_h, dY_c)
         self.grads = {k: g[k] for k in self.params}
         self.initial_state_grads = None
@@ -509,6 +511,8 @@ class RecurrentLayer(Layer):
             names = cells.get(self.cell).state_names
             self.initial_state_grads = self._to_keras([g[f"{n}0"] for n in names if f"{n}0" in g])
         dx = g["X"]  # (B, T, I)
+        if self._dx_unused:
+            return None
         return dx if mask is None else dx * mask
 
     def _bias_args(self):
