@@ -8,7 +8,7 @@ ratios: use it for before/after comparisons (run it in two worktrees, alternatin
 
     KIND=seq   python benchmarks/bench_interleaved.py lstm16,lstm64,gru16,gru64 7   # B=1, T=1000
     KIND=batch python benchmarks/bench_interleaved.py lstm16,lstm64,gru16,gru64 7   # B=32, T=100, 2 layers
-    KIND=train python benchmarks/bench_interleaved.py lstm,gru                     # train_on_batch
+    KIND=train python benchmarks/bench_interleaved.py lstm,gru 9                   # train_on_batch vs PyTorch
 
 ``FW=ort`` leaves PyTorch out; ``PREDICT=1`` adds ``Sequential.predict``. Cases: cell name and
 size, ``16`` for (16, 64), ``64`` for (64, 256).
@@ -39,8 +39,16 @@ def tm(fn, n):
 
 
 def train(cells):
+    """``train_on_batch`` (Adam, MSE, Dense(1) on every step) against the same PyTorch step,
+    interleaved sample by sample (``FW=ort`` or no torch: edgernn alone)."""
     from edgernn.optimizers import Adam
 
+    R = int(sys.argv[2]) if len(sys.argv) > 2 else 9
+    use_torch = "torch" in os.environ.get("FW", "ort,torch") and cells[0] in ("lstm", "gru")
+    if use_torch:
+        import torch
+
+        torch.set_num_threads(1)
     for cell in cells:
         for I, H, L, B, T in [(16, 64, 1, 32, 50), (64, 256, 2, 32, 100)]:
             rng = np.random.default_rng(1)
@@ -48,11 +56,33 @@ def train(cells):
             Y = rng.normal(size=(B, T, 1)).astype(np.float32)
             m = bench._edgernn_model(cell, I, H, L, head=True, seq=True)
             m.compile(optimizer=Adam(1e-3), loss="mse")
-            for _ in range(3):
-                m.train_on_batch(X, Y)
-            n = 10 if H == 64 else 2
-            ts = [tm(lambda m=m, X=X, Y=Y: m.train_on_batch(X, Y), n) for _ in range(9)]
-            print(f"train {cell}({I}->{H})x{L} B={B} T={T}: {np.median(ts) * 1e3:.2f} ms", flush=True)
+            fns = {"edgernn": lambda m=m, X=X, Y=Y: m.train_on_batch(X, Y)}
+            if use_torch and cell in ("lstm", "gru"):
+                rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](I, H, num_layers=L, batch_first=True)
+                head = torch.nn.Linear(H, 1)
+                opt = torch.optim.Adam(list(rnn.parameters()) + list(head.parameters()), 1e-3)
+                xt, yt = torch.from_numpy(X), torch.from_numpy(Y)
+
+                def step(rnn=rnn, head=head, opt=opt, xt=xt, yt=yt):
+                    opt.zero_grad(set_to_none=True)
+                    loss = torch.nn.functional.mse_loss(head(rnn(xt)[0]), yt)
+                    loss.backward()
+                    opt.step()
+
+                fns["torch"] = step
+            for fn in fns.values():
+                for _ in range(3):
+                    fn()
+            n = {k: max(1, int(0.05 / max(tm(fn, 1), 1e-6))) for k, fn in fns.items()}  # ~50 ms per sample
+            ts = {k: [] for k in fns}
+            for _ in range(R):
+                for k, fn in fns.items():
+                    ts[k].append(tm(fn, n[k]))
+            med = {k: float(np.median(v)) for k, v in ts.items()}
+            s = f"train {cell}({I}->{H})x{L} B={B} T={T}: " + " ".join(f"{k}={med[k] * 1e3:.2f}ms" for k in med)
+            if "torch" in ts:
+                s += f" | /torch: {np.median([a / b for a, b in zip(ts['edgernn'], ts['torch'], strict=True)]):.3f}"
+            print(s, flush=True)
 
 
 def main():

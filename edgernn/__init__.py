@@ -17,5 +17,5 @@ __version__ = "0.1.0"
 # The newer cells register when first used (``cells.registered``, ``layers.<Name>``,
 # ``functional.<name>``, loading a file that names them): importing their modules costs ~60 ms.
 
-__all__ = ["functional", "set_num_threads", "get_num_threads", "__version__", "Sequential", "Model", "Input", "load_model",
+__all__ = ["cells", "functional", "set_num_threads", "get_num_threads", "__version__", "Sequential", "Model", "Input", "load_model",
            "TrainingDiverged", "ModelFileError", "layers", "losses", "metrics", "optimizers", "callbacks", "initializers"]

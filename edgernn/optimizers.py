@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._config import jit
+
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adam", "AdamW", "get"]
 
 
@@ -160,6 +162,13 @@ class Adam(Optimizer):
         alpha = lr * np.sqrt(1.0 - self.beta_2 ** t) / (1.0 - self.beta_1 ** t)
         m = self._slot("m", i, p)
         v = self._slot("v", i, p)
+        if (not self.amsgrad and g.shape == p.shape == m.shape == v.shape and p.flags.c_contiguous
+                and g.flags.c_contiguous and g.dtype == p.dtype == m.dtype == v.dtype):
+            # one pass over the four arrays instead of ten numpy passes (same operations, same order)
+            dt = p.dtype.type
+            _adam_step(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), dt(1.0 - self.beta_1),
+                       dt(1.0 - self.beta_2), dt(alpha), dt(self.epsilon))
+            return
         m += (1.0 - self.beta_1) * (g - m)
         v += (1.0 - self.beta_2) * (g * g - v)
         if self.amsgrad:
@@ -211,3 +220,17 @@ def deserialize(spec):
         raise ValueError(f"unknown optimizer class {spec.get('class_name')!r}")
     cfg = {k: v for k, v in spec.get("config", {}).items() if v is not None or k != "learning_rate"}
     return classes[spec["class_name"]](**cfg)
+
+
+@jit
+def _adam_step(p, g, m, v, c1, c2, alpha, eps):
+    """Adam's update of one parameter, in place: m += c1 (g - m); v += c2 (g^2 - v);
+    p -= alpha m / (sqrt(v) + eps). All arrays 1-D, C-contiguous, of one dtype and size
+    (checked by the caller: nothing here checks bounds)."""
+    for k in range(p.shape[0]):
+        gk = g[k]
+        mk = m[k] + c1 * (gk - m[k])
+        vk = v[k] + c2 * (gk * gk - v[k])
+        m[k] = mk
+        v[k] = vk
+        p[k] -= alpha * mk / (np.sqrt(vk) + eps)

@@ -178,6 +178,21 @@ def test_rmsprop_adam_adamw_rules():
         np.testing.assert_allclose(out, p)
 
 
+def test_adam_one_pass_step_matches_the_numpy_rule():
+    """Adam updates contiguous parameters in one jitted pass; strided gradients, other dtypes
+    and amsgrad take the numpy rule: the same numbers (float32 rounding aside)."""
+    rng = np.random.default_rng(0)
+    p0 = rng.normal(size=(6, 5)).astype(np.float32)
+    gs = [rng.normal(size=(5, 6)).astype(np.float32).T for _ in range(4)]  # transposed: strided
+    fast, slow = optimizers.Adam(0.01), optimizers.Adam(0.01)
+    pf, ps = p0.copy(), p0.copy()
+    for g in gs:
+        fast.apply([pf], [np.ascontiguousarray(g)])
+        slow.apply([ps], [g])
+    assert pf.dtype == np.float32 and not np.array_equal(pf, p0)
+    np.testing.assert_allclose(pf, ps, rtol=2e-6, atol=1e-7)
+
+
 def test_gradient_clipping():
     g1, g2 = np.array([3.0, 4.0]), np.array([0.0, 0.5])
     c = optimizers.SGD(clipnorm=1.0).clip([g1, g2])
