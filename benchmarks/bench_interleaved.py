@@ -11,7 +11,8 @@ ratios: use it for before/after comparisons (run it in two worktrees, alternatin
     KIND=train python benchmarks/bench_interleaved.py lstm,gru 9                   # train_on_batch vs PyTorch
 
 ``FW=ort`` leaves PyTorch out; ``PREDICT=1`` adds ``Sequential.predict``. Cases: cell name and
-size, ``16`` for (16, 64), ``64`` for (64, 256).
+size, ``16`` for (16, 64), ``64`` for (64, 256). ``EDGERNN_SRC=<checkout>`` measures that
+checkout's edgernn (PYTHONPATH does not override an editable install).
 """
 
 import os
@@ -21,6 +22,9 @@ import time
 for _k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_k] = "1"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if os.environ.get("EDGERNN_SRC"):  # measure another checkout: its edgernn before the installed one
+    sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
+    sys.path.insert(0, os.path.abspath(os.environ["EDGERNN_SRC"]))
 
 import bench  # noqa: E402
 import numpy as np  # noqa: E402
@@ -87,6 +91,7 @@ def train(cells):
 
 def main():
     kind = os.environ.get("KIND", "seq")
+    print(f"edgernn from {os.path.dirname(edgernn.__file__)}", flush=True)
     edgernn.set_num_threads(1)
     if kind == "train":
         return train(sys.argv[1].split(",") if len(sys.argv) > 1 else ["lstm", "gru"])
