@@ -406,3 +406,28 @@ def test_key_and_time_only_for_dataframes():
     df, _ = long_frame(n_keys=1, n=30)
     with pytest.raises(ValueError, match="prepare="):
         f.predict(df, key="sensor")
+
+
+def test_dask_dataframe_grouping_never_reuses_a_task_name(client, monkeypatch):
+    """A shuffled frame is scanned twice (keys per partition before and after the shuffle):
+    each scan gets task names of its own. A reused name right after its futures were dropped
+    can still be known to the scheduler, which then hands back the first scan's result (seen in
+    CI: keys trained on another key's rows)."""
+    dd = pytest.importorskip("dask.dataframe")
+    df, series = long_frame()
+    names = []
+    submit = client.submit
+
+    def recording(*args, **kw):
+        names.append(kw.get("key"))
+        return submit(*args, **kw)
+
+    monkeypatch.setattr(client, "submit", recording)
+    info = {}
+    out = fleet._frame_datasets(dd.from_pandas(df.sample(frac=1, random_state=2), npartitions=3),
+                                fleet._FrameSpec("sensor", "t", series=True), client, "datasets", info)
+    assert info["frame_shuffled"] and list(out) == list(series)
+    named = [n for n in names if n is not None]
+    assert len(named) == len(set(named)) and len(named) >= 3 + 3 + len(series)
+    for k, fut in out.items():
+        np.testing.assert_allclose(fut.result(), series[k])
