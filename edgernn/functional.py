@@ -312,6 +312,9 @@ def _fused(cell, B, T, dt, codes, clip, P, input_forget, lbr):
             and _default_cell(cell, codes, clip, P, input_forget, lbr))
 
 
+_XIN_MIN_B = 2  # batches from this size project their inputs inside the fused LSTM kernel
+
+
 def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=None):
     """One direction with the fused kernels: weights packed unit-interleaved
     (``cells._ops.pack_gates16``), the input projection for all steps with the bias
@@ -335,8 +338,14 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=N
     idx = K.gates16_index(H, ng)
     bp = np.zeros(N, dt)
     bp[idx] = bias
-    G = np.empty((T, B, N), dt) if train else _scratch("G", (T, B, N), dt)
-    K.project_panels(Xt.reshape(T * B, I), Wp, bp, G.reshape(T * B, N))
+    # batches: the LSTM kernel projects the inputs itself, step by step in its registers (no G
+    # to write and read back); one sequence: all steps at once before the loop
+    xin = cell == "lstm" and B >= _XIN_MIN_B
+    if xin:
+        G = np.empty((T, B, N), dt) if train else _scratch("G", (1, 1, N), dt)
+    else:
+        G = np.empty((T, B, N), dt) if train else _scratch("G", (T, B, N), dt)
+        K.project_panels(Xt.reshape(T * B, I), Wp, bp, G.reshape(T * B, N))
     if Yout is None:
         Yp = _scratch("Yt", (T, B, Hp), dt)
         Yp[Lmax:] = 0  # the kernel writes every row before
@@ -366,7 +375,7 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=N
             c[:, :H] = cinit
         Cs = np.empty(shape_s, dt)
         Hc = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
-        _lstm.lstm_forward_fused(G, Rp, L, train, Ybuf, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc)
+        _lstm.lstm_forward_fused(G, Rp, L, train, Ybuf, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc, Xt, Wp, bp, xin)
     if train:  # *_backward_fused read these layouts as they are
         Hs[Lmax:] = h  # steps past every sequence's end hold the state
         st.update(fused=True, G=G, Hs=Hs, idx=idx)

@@ -168,7 +168,7 @@ def lstm_forward(G, bias, R, RT, Rp, P, h0, c0, lengths, codes, alphas, betas, c
 
 
 @jit
-def lstm_forward_fused(G, Rp, lengths, train, Y, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc):
+def lstm_forward_fused(G, Rp, lengths, train, Y, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc, Xt, Wp, bp, xin):
     """The default float32 LSTM (fast sigmoid/tanh, no clip, peepholes or input_forget), any
     batch, one fused pass per step and block of 16 units (``_ops``: "fused kernels"): the block's
     64 gate rows of R @ h_{t-1} accumulate in vector registers on top of the projection, for six
@@ -183,13 +183,22 @@ def lstm_forward_fused(G, Rp, lengths, train, Y, ysb, yst, y0, h, c, hbuf, Hs, C
     max(lengths) (the caller zeroes the rest): the 16 units from 16u of sequence b at step t go to
     Y.flat[y0 + b * ysb + t * yst + 16u:][:16] (a (T, B, Hp) scratch, or the caller's (B, T, D, H)
     output when H is a multiple of 16). With ``train``: Hs, Cs (T+1, B, Hp) the states before each
-    step t < max(lengths), Hc (T, B, Hp) tanh(c_t).
+    step t < max(lengths), Hc (T, B, Hp) tanh(c_t). T and B are Xt's (T, B, I).
+
+    With ``xin`` the input projection is done here instead, in the same registers (no G to write
+    and read back): the sums start from the bias ``bp`` (4Hp,) and take x_t W^T from Xt (T, B, I)
+    and W packed by ``pack_gates16`` in Wp, before R h_{t-1}; G is then written only with
+    ``train`` (the gate outputs). Without ``xin`` (one sequence: ``project_panels`` does all
+    steps at once better) Xt, Wp, bp are not read.
     """
-    T, B, N = G.shape
+    T, B, I = Xt.shape
+    N = G.shape[2]
     Hp = h.shape[1]
     K = Rp.shape[0] // N  # = H
     K2 = K - (K & 1)
     KP = K * 16  # one panel
+    KPx = I * 16  # one panel of Wp
+    Gf = G.reshape(G.size)  # (T, B, N), or (1, 1, N) when neither read (xin) nor written (train)
     nu = Hp // 16
     acc = np.empty(6 * 64, G.dtype)
     Lmax = lengths.max() if B > 0 else 0
@@ -203,36 +212,82 @@ def lstm_forward_fused(G, Rp, lengths, train, Y, ysb, yst, y0, h, c, hbuf, Hs, C
         for i in range(nu):
             u = nu - 1 - i if odd else i  # snake order: the panels used last are still in cache
             wb = u * 4 * KP
+            wbx = u * 4 * KPx
             cu = u * 16
             b0 = 0
             while b0 < B:
                 g0 = (t * B + b0) * N + u * 64
+                if xin:  # the sums start from the bias, the same for every sequence
+                    s0 = bp
+                    o0 = u * 64
+                    sN = 0
+                else:  # from the projection in G
+                    s0 = Gf
+                    o0 = g0
+                    sN = N
                 r = B - b0
                 if r >= 6 and r != 8:  # 6 sequences: 24 accumulators
-                    v00 = vload(G, g0)
-                    v01 = vload(G, g0 + 16)
-                    v02 = vload(G, g0 + 32)
-                    v03 = vload(G, g0 + 48)
-                    v10 = vload(G, g0 + 1 * N)
-                    v11 = vload(G, g0 + 1 * N + 16)
-                    v12 = vload(G, g0 + 1 * N + 32)
-                    v13 = vload(G, g0 + 1 * N + 48)
-                    v20 = vload(G, g0 + 2 * N)
-                    v21 = vload(G, g0 + 2 * N + 16)
-                    v22 = vload(G, g0 + 2 * N + 32)
-                    v23 = vload(G, g0 + 2 * N + 48)
-                    v30 = vload(G, g0 + 3 * N)
-                    v31 = vload(G, g0 + 3 * N + 16)
-                    v32 = vload(G, g0 + 3 * N + 32)
-                    v33 = vload(G, g0 + 3 * N + 48)
-                    v40 = vload(G, g0 + 4 * N)
-                    v41 = vload(G, g0 + 4 * N + 16)
-                    v42 = vload(G, g0 + 4 * N + 32)
-                    v43 = vload(G, g0 + 4 * N + 48)
-                    v50 = vload(G, g0 + 5 * N)
-                    v51 = vload(G, g0 + 5 * N + 16)
-                    v52 = vload(G, g0 + 5 * N + 32)
-                    v53 = vload(G, g0 + 5 * N + 48)
+                    v00 = vload(s0, o0)
+                    v01 = vload(s0, o0 + 16)
+                    v02 = vload(s0, o0 + 32)
+                    v03 = vload(s0, o0 + 48)
+                    v10 = vload(s0, o0 + 1 * sN)
+                    v11 = vload(s0, o0 + 1 * sN + 16)
+                    v12 = vload(s0, o0 + 1 * sN + 32)
+                    v13 = vload(s0, o0 + 1 * sN + 48)
+                    v20 = vload(s0, o0 + 2 * sN)
+                    v21 = vload(s0, o0 + 2 * sN + 16)
+                    v22 = vload(s0, o0 + 2 * sN + 32)
+                    v23 = vload(s0, o0 + 2 * sN + 48)
+                    v30 = vload(s0, o0 + 3 * sN)
+                    v31 = vload(s0, o0 + 3 * sN + 16)
+                    v32 = vload(s0, o0 + 3 * sN + 32)
+                    v33 = vload(s0, o0 + 3 * sN + 48)
+                    v40 = vload(s0, o0 + 4 * sN)
+                    v41 = vload(s0, o0 + 4 * sN + 16)
+                    v42 = vload(s0, o0 + 4 * sN + 32)
+                    v43 = vload(s0, o0 + 4 * sN + 48)
+                    v50 = vload(s0, o0 + 5 * sN)
+                    v51 = vload(s0, o0 + 5 * sN + 16)
+                    v52 = vload(s0, o0 + 5 * sN + 32)
+                    v53 = vload(s0, o0 + 5 * sN + 48)
+                    if xin:
+                        for k in range(I):
+                            p = wbx + k * 16
+                            w0 = vload(Wp, p)
+                            w1 = vload(Wp, p + KPx)
+                            w2 = vload(Wp, p + 2 * KPx)
+                            w3 = vload(Wp, p + 3 * KPx)
+                            x = vsplat(Xt[t, b0, k])
+                            v00 = vfma(x, w0, v00)
+                            v01 = vfma(x, w1, v01)
+                            v02 = vfma(x, w2, v02)
+                            v03 = vfma(x, w3, v03)
+                            x = vsplat(Xt[t, b0 + 1, k])
+                            v10 = vfma(x, w0, v10)
+                            v11 = vfma(x, w1, v11)
+                            v12 = vfma(x, w2, v12)
+                            v13 = vfma(x, w3, v13)
+                            x = vsplat(Xt[t, b0 + 2, k])
+                            v20 = vfma(x, w0, v20)
+                            v21 = vfma(x, w1, v21)
+                            v22 = vfma(x, w2, v22)
+                            v23 = vfma(x, w3, v23)
+                            x = vsplat(Xt[t, b0 + 3, k])
+                            v30 = vfma(x, w0, v30)
+                            v31 = vfma(x, w1, v31)
+                            v32 = vfma(x, w2, v32)
+                            v33 = vfma(x, w3, v33)
+                            x = vsplat(Xt[t, b0 + 4, k])
+                            v40 = vfma(x, w0, v40)
+                            v41 = vfma(x, w1, v41)
+                            v42 = vfma(x, w2, v42)
+                            v43 = vfma(x, w3, v43)
+                            x = vsplat(Xt[t, b0 + 5, k])
+                            v50 = vfma(x, w0, v50)
+                            v51 = vfma(x, w1, v51)
+                            v52 = vfma(x, w2, v52)
+                            v53 = vfma(x, w3, v53)
                     for k in range(K):
                         p = wb + k * 16
                         w0 = vload(Rp, p)
@@ -295,22 +350,49 @@ def lstm_forward_fused(G, Rp, lengths, train, Y, ysb, yst, y0, h, c, hbuf, Hs, C
                     vstore(acc, 368, v53)
                     nb = 6
                 elif r >= 4:  # 4 sequences: 16 accumulators
-                    v00 = vload(G, g0)
-                    v01 = vload(G, g0 + 16)
-                    v02 = vload(G, g0 + 32)
-                    v03 = vload(G, g0 + 48)
-                    v10 = vload(G, g0 + 1 * N)
-                    v11 = vload(G, g0 + 1 * N + 16)
-                    v12 = vload(G, g0 + 1 * N + 32)
-                    v13 = vload(G, g0 + 1 * N + 48)
-                    v20 = vload(G, g0 + 2 * N)
-                    v21 = vload(G, g0 + 2 * N + 16)
-                    v22 = vload(G, g0 + 2 * N + 32)
-                    v23 = vload(G, g0 + 2 * N + 48)
-                    v30 = vload(G, g0 + 3 * N)
-                    v31 = vload(G, g0 + 3 * N + 16)
-                    v32 = vload(G, g0 + 3 * N + 32)
-                    v33 = vload(G, g0 + 3 * N + 48)
+                    v00 = vload(s0, o0)
+                    v01 = vload(s0, o0 + 16)
+                    v02 = vload(s0, o0 + 32)
+                    v03 = vload(s0, o0 + 48)
+                    v10 = vload(s0, o0 + 1 * sN)
+                    v11 = vload(s0, o0 + 1 * sN + 16)
+                    v12 = vload(s0, o0 + 1 * sN + 32)
+                    v13 = vload(s0, o0 + 1 * sN + 48)
+                    v20 = vload(s0, o0 + 2 * sN)
+                    v21 = vload(s0, o0 + 2 * sN + 16)
+                    v22 = vload(s0, o0 + 2 * sN + 32)
+                    v23 = vload(s0, o0 + 2 * sN + 48)
+                    v30 = vload(s0, o0 + 3 * sN)
+                    v31 = vload(s0, o0 + 3 * sN + 16)
+                    v32 = vload(s0, o0 + 3 * sN + 32)
+                    v33 = vload(s0, o0 + 3 * sN + 48)
+                    if xin:
+                        for k in range(I):
+                            p = wbx + k * 16
+                            w0 = vload(Wp, p)
+                            w1 = vload(Wp, p + KPx)
+                            w2 = vload(Wp, p + 2 * KPx)
+                            w3 = vload(Wp, p + 3 * KPx)
+                            x = vsplat(Xt[t, b0, k])
+                            v00 = vfma(x, w0, v00)
+                            v01 = vfma(x, w1, v01)
+                            v02 = vfma(x, w2, v02)
+                            v03 = vfma(x, w3, v03)
+                            x = vsplat(Xt[t, b0 + 1, k])
+                            v10 = vfma(x, w0, v10)
+                            v11 = vfma(x, w1, v11)
+                            v12 = vfma(x, w2, v12)
+                            v13 = vfma(x, w3, v13)
+                            x = vsplat(Xt[t, b0 + 2, k])
+                            v20 = vfma(x, w0, v20)
+                            v21 = vfma(x, w1, v21)
+                            v22 = vfma(x, w2, v22)
+                            v23 = vfma(x, w3, v23)
+                            x = vsplat(Xt[t, b0 + 3, k])
+                            v30 = vfma(x, w0, v30)
+                            v31 = vfma(x, w1, v31)
+                            v32 = vfma(x, w2, v32)
+                            v33 = vfma(x, w3, v33)
                     for k in range(K):
                         p = wb + k * 16
                         w0 = vload(Rp, p)
@@ -355,14 +437,22 @@ def lstm_forward_fused(G, Rp, lengths, train, Y, ysb, yst, y0, h, c, hbuf, Hs, C
                     vstore(acc, 240, v33)
                     nb = 4
                 else:  # one sequence: two k at a time into two sets of accumulators (FMA latency)
-                    a0 = vload(G, g0)
-                    a1 = vload(G, g0 + 16)
-                    a2 = vload(G, g0 + 32)
-                    a3 = vload(G, g0 + 48)
+                    a0 = vload(s0, o0)
+                    a1 = vload(s0, o0 + 16)
+                    a2 = vload(s0, o0 + 32)
+                    a3 = vload(s0, o0 + 48)
                     b0_ = vzero(G)
                     b1 = vzero(G)
                     b2 = vzero(G)
                     b3 = vzero(G)
+                    if xin:
+                        for k in range(I):
+                            xa = vsplat(Xt[t, b0, k])
+                            p = wbx + k * 16
+                            a0 = vfma(xa, vload(Wp, p), a0)
+                            a1 = vfma(xa, vload(Wp, p + KPx), a1)
+                            a2 = vfma(xa, vload(Wp, p + 2 * KPx), a2)
+                            a3 = vfma(xa, vload(Wp, p + 3 * KPx), a3)
                     for k in range(0, K2, 2):
                         xa = vsplat(src[b0, k])
                         xb = vsplat(src[b0, k + 1])
