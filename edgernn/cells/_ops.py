@@ -241,15 +241,18 @@ def mv_packed(x, Wp, out, rev):
             vstore(out, nb * BLOCK + q * PANEL, vadd(vadd(a0, a1), vadd(a2, a3)))
 
 
-# ---- fused batch-1 kernels of the default float32 cells: unit-interleaved panels ----------
-# The batch-1 LSTM/GRU kernels (``lstm_forward_b1``, ``gru_forward_b1``) compute a whole step
-# per block of 16 units: the recurrent product of the block's gate rows (i, o, f, c~ for LSTM)
-# in vector registers, then the gates and the new state from those registers, without the
+# ---- fused kernels of the default float32 cells: unit-interleaved panels -----------------
+# The fused LSTM/GRU kernels (``lstm_forward_fused``, ``gru_forward_fused``) compute a whole
+# step per block of 16 units: the recurrent product of the block's gate rows (i, o, f, c~ for
+# LSTM) in vector registers, then the gates and the new state from those registers, without the
 # product ever going through memory. For that the gate rows are reordered unit-block by
 # unit-block ("unit-interleaved": for units 16u..16u+15, the 16 rows of gate 0, then of gate
 # 1, ...; units padded to Hp, a multiple of 16, with zero rows) and packed in panels of 16
-# rows, K-major (``pack_gates16``). The input projection of all steps is computed before the
-# loop in the same row order (``project_panels``), with the bias, into G (T, gates * Hp).
+# rows, K-major (``pack_gates16``). The input projection is computed in the same row order,
+# with the bias: for one sequence (and for GRU) for all steps before the loop
+# (``project_panels``, into G (T, gates * Hp)); for LSTM batches inside the kernel, in the same
+# registers as the recurrent product (G's round trip through memory cost 12-16% of a batch-32
+# call; see SPEC's "one product before the loop": changed for this, measured).
 @jit
 def pack_gates16(M, H, ng, out):
     """out (ng * Hp * K,) = the rows of M (ng * H, K), gate-major as in ONNX, unit-interleaved and
