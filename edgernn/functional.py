@@ -719,11 +719,11 @@ def _backward_fused(cell, a, st, W, R, L, dYd, dh, dc, g, need_dx):
     ng = N // Hp
     Rb = _hot_empty("Rb", (Hp // K.PANEL, N, K.PANEL), dt)
     K.pack_back16(R, H, ng, Rb)
-    dA = np.empty((T, B, N), dt)  # (T, B, N), unit-interleaved
+    dA = np.zeros((T, B, N), dt)  # (T, B, N), unit-interleaved; padded steps stay zero
     dRec = dA
     Hprev = Hs[:T].reshape(T * B, Hp)  # (T*B, Hp)
     if cell == "gru":
-        dRec = np.empty((T, B, N), dt)
+        dRec = np.zeros((T, B, N), dt)
         _gru.gru_backward_fused(Rb, L, dYt, dhp, G, Hs, st["RH"], dA, dRec)
         # Rh multiplies h_{t-1} (lbr=1): one product for all three gates
     else:

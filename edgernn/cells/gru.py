@@ -388,23 +388,17 @@ def gru_backward_fused(Rb, lengths, dY, dh, G, Hs, RH, dA, dRec):
     (zero past H). dh (B, Hp) enters as dL/dh_T and leaves as dL/dh_0 (held on a sequence's
     padded steps, |x| < 1e-30 flushed to zero after every step, as ``gru_backward`` does). G (T, B, N) the
     gate outputs, Hs (T+1, B, Hp) h_{t-1} at t, RH (T, B, Hp) Rh h_{t-1} + Rbh. dA, dRec
-    (T, B, N) out, zero on padded steps.
+    (T, B, N) out, zeros on entry (padded steps are not written).
     """
     T, B, N = G.shape
     Hp = dh.shape[1]
     nu = Hp // 16
     Lmax = lengths.max() if B > 0 else 0
     one = vsplat(G.dtype.type(1.0))
-    for t in range(T - 1, Lmax - 1, -1):
-        dA[t] = 0.0
-        dRec[t] = 0.0
     for t in range(Lmax - 1, -1, -1):
         for b in range(B):
             ga = (t * B + b) * N
             if t >= lengths[b]:
-                for n in range(N):
-                    dA[t, b, n] = 0.0
-                    dRec[t, b, n] = 0.0
                 continue
             for u in range(nu):
                 s = b * Hp + u * 16

@@ -522,7 +522,7 @@ def lstm_backward_fused(Rb, lengths, dY, dh, dc, G, Cs, Hc, dA):
     enter as dL/dh_T, dL/dc_T and leave as dL/dh_0, dL/dc_0 (held on a sequence's padded steps,
     |x| < 1e-30 flushed to zero after every step, as ``lstm_backward`` does). G (T, B, N) the
     gate outputs, Cs (T+1, B, Hp) c_{t-1} at t, Hc (T, B, Hp) tanh(c_t). dA (T, B, N) out: the
-    gradients of the gate pre-activations, zero on padded steps.
+    gradients of the gate pre-activations; zeros on entry (padded steps are not written).
     """
     T, B, N = G.shape
     Hp = dh.shape[1]
@@ -532,15 +532,11 @@ def lstm_backward_fused(Rb, lengths, dY, dh, dc, G, Cs, Hc, dA):
     tiny = vsplat(G.dtype.type(TINY32))
     ntiny = vsplat(G.dtype.type(-TINY32))
     zero = vzero(G)
-    for t in range(T - 1, Lmax - 1, -1):
-        dA[t] = 0.0
     for t in range(Lmax - 1, -1, -1):
         # gate gradients, sequence by sequence and block of 16 units
         for b in range(B):
             ga = (t * B + b) * N
             if t >= lengths[b]:
-                for n in range(N):
-                    dA[t, b, n] = 0.0
                 continue
             for u in range(nu):
                 s = b * Hp + u * 16
