@@ -1224,8 +1224,10 @@ def _kernels_cached():
     """False when numba has no cache yet for some of edgernn's kernels (they will be compiled),
     True when it has, None when unknown."""
     try:
+        # inline="always" helpers are compiled into their callers, never cached on their own
         disp = [f for name, mod in list(sys.modules.items()) if name.startswith("edgernn.") and mod is not None
-                for f in list(vars(mod).values()) if hasattr(f, "_cache") and hasattr(f, "signatures")]
+                for f in list(vars(mod).values()) if hasattr(f, "_cache") and hasattr(f, "signatures")
+                and getattr(f, "targetoptions", {}).get("inline") != "always"]
         if not disp:
             return None
         return all(f.signatures or os.path.exists(f._cache._cache_file._index_path) for f in disp)
