@@ -42,6 +42,20 @@ def tm(fn, n):
     return (CLK() - t0) / n
 
 
+def interleave(fns, R, sample_s, warmup):
+    """R samples of every callable in turn, each sample ~``sample_s`` of calls: per-call times
+    {name: [R floats]} and their medians."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    n = {k: max(1, int(sample_s / max(tm(fn, 1), 1e-6))) for k, fn in fns.items()}
+    ts = {k: [] for k in fns}
+    for _ in range(R):
+        for k, fn in fns.items():
+            ts[k].append(tm(fn, n[k]))
+    return ts, {k: float(np.median(v)) for k, v in ts.items()}
+
+
 def train(cells):
     """``train_on_batch`` (Adam, MSE, Dense(1) on every step) against the same PyTorch step,
     interleaved sample by sample (``FW=ort`` or no torch: edgernn alone)."""
@@ -74,15 +88,7 @@ def train(cells):
                     opt.step()
 
                 fns["torch"] = step
-            for fn in fns.values():
-                for _ in range(3):
-                    fn()
-            n = {k: max(1, int(0.05 / max(tm(fn, 1), 1e-6))) for k, fn in fns.items()}  # ~50 ms per sample
-            ts = {k: [] for k in fns}
-            for _ in range(R):
-                for k, fn in fns.items():
-                    ts[k].append(tm(fn, n[k]))
-            med = {k: float(np.median(v)) for k, v in ts.items()}
+            ts, med = interleave(fns, R, 0.05, warmup=3)
             s = f"train {cell}({I}->{H})x{L} B={B} T={T}: " + " ".join(f"{k}={med[k] * 1e3:.2f}ms" for k in med)
             if "torch" in ts:
                 s += f" | /torch: {np.median([a / b for a, b in zip(ts['edgernn'], ts['torch'], strict=True)]):.3f}"
@@ -141,15 +147,7 @@ def main():
                     return m(xt)
 
             fns["torch"] = trun
-        for fn in fns.values():
-            fn()
-            fn()
-        n = {k: max(1, int(0.02 / max(tm(fn, 2), 1e-6))) for k, fn in fns.items()}  # ~20 ms per sample
-        ts = {k: [] for k in fns}
-        for _ in range(R):
-            for k, fn in fns.items():
-                ts[k].append(tm(fn, n[k]))
-        med = {k: float(np.median(v)) for k, v in ts.items()}
+        ts, med = interleave(fns, R, 0.02, warmup=2)
         s = f"{kind} {case:7s} err={err:.1e} " + " ".join(f"{k}={med[k] * 1e3:.3f}ms" for k in med)
         s += " | /ort: " + " ".join(f"{k}={np.median([a / b for a, b in zip(ts[k], ts['ort'], strict=True)]):.3f}"
                                    for k in med if k != "ort")
