@@ -53,23 +53,32 @@ JordanGrads = namedtuple("JordanGrads", "U V b c")
 
 @jit(inline="always")
 def forward_step(cell, t, g, S, y, aux, lengths):
-    """g (B, H) = x_t W^T; S (B, O) the state y; aux (B, 2H + O) = [a | h | z] (pre-activations)."""
+    """g (B, H) = x_t W^T; S (B, O) the state y; aux (B, 2H + O) = [a | h | z] (pre-activations).
+
+    The two products run over the whole batch, eight weight rows at a time (``mv_flat``: each
+    block of U or V is read once per step, not once per sequence); padded rows are computed
+    too and then left alone.
+    """
     U, V, b, c = cell.U, cell.V, cell.b, cell.c
     H, O = U.shape
-    for r in range(S.shape[0]):
+    B, NA = aux.shape
+    A = aux.reshape(B * NA)
+    mv_flat(U.reshape(H * O), 0, O, O, H, S.reshape(B * O), 0, O, B, A, 0, NA, False)  # (B, H) = y_{t-1} U^T
+    for r in range(B):
         if t >= lengths[r]:
             continue
-        gr, s, ar, yr = g[r], S[r], aux[r], y[r]
+        gr, ar = g[r], aux[r]
         for j in range(H):  # a = x W^T + U y_{t-1} + b;  h = act(a)
-            acc = gr[j] + b[j]
-            for k in range(O):
-                acc += U[j, k] * s[k]
+            acc = ar[j] + gr[j] + b[j]
             ar[j] = acc
             ar[H + j] = act1(cell.hcode, acc, cell.halpha, cell.hbeta)
+    mv_flat(V.reshape(O * H), 0, H, H, O, A, H, NA, B, A, 2 * H, NA, False)  # (B, O) = h V^T
+    for r in range(B):
+        if t >= lengths[r]:
+            continue
+        ar, s, yr = aux[r], S[r], y[r]
         for k in range(O):  # z = V h + c;  y = out_act(z)
-            acc = c[k]
-            for j in range(H):
-                acc += V[k, j] * ar[H + j]
+            acc = ar[2 * H + k] + c[k]
             ar[2 * H + k] = acc
             yv = act1(cell.ocode, acc, cell.oalpha, cell.obeta)
             s[k] = yv
@@ -78,33 +87,60 @@ def forward_step(cell, t, g, S, y, aux, lengths):
 
 @jit(inline="always")
 def backward_step(cell, grads, t, g, Sp, Sn, aux, dy, dS, da, lengths):
-    """dS (B, O): dL/dy_t in, dL/dy_{t-1} out; da (B, H) = dL/da (the hidden pre-activation)."""
+    """dS (B, O): dL/dy_t in, dL/dy_{t-1} out; da (B, H) = dL/da (the hidden pre-activation).
+
+    In phases over the batch, every inner loop along a contiguous row; the weight gradients
+    take one row of dV or dU through all sequences at a time (it stays in L1: updating the
+    whole matrix once per sequence moved it through L2 B times per step).
+    """
     U, V = cell.U, cell.V
     dU, dV, db, dc = grads.U, grads.V, grads.b, grads.c
     H, O = U.shape
-    for r in range(dS.shape[0]):
+    B = dS.shape[0]
+    for r in range(B):
         if t >= lengths[r]:
             continue
-        ar, yp, yn, ds, dar, dyr = aux[r], Sp[r], Sn[r], dS[r], da[r], dy[r]
+        ar, yn, ds, dar, dyr = aux[r], Sn[r], dS[r], da[r], dy[r]
         for k in range(O):  # dz, parked in dS[r] (its old value is read here only)
             ds[k] = (ds[k] + dyr[k]) * dact1(cell.ocode, ar[2 * H + k], yn[k], cell.oalpha, cell.obeta)
             dc[k] += ds[k]
-        for j in range(H):  # dh = V^T dz, then da = dh * act'(a)
-            hj = ar[H + j]
-            acc = yp.dtype.type(0.0)
-            for k in range(O):
-                acc += V[k, j] * ds[k]
-                dV[k, j] += ds[k] * hj
-            d = acc * dact1(cell.hcode, ar[j], hj, cell.halpha, cell.hbeta)
+        for k in range(O):  # dh = V^T dz into da[r] (zeros on entry)
+            dz = ds[k]
+            Vk = V[k]
+            for j in range(H):
+                dar[j] += Vk[j] * dz
+        for j in range(H):  # da = dh * act'(a)
+            d = dar[j] * dact1(cell.hcode, ar[j], ar[H + j], cell.halpha, cell.hbeta)
             dar[j] = d
             db[j] += d
-            for k in range(O):
-                dU[j, k] += d * yp[k]
-        for k in range(O):  # dL/dy_{t-1} = U^T da
-            acc = yp.dtype.type(0.0)
+    for k in range(O):  # dV += dz^T h
+        dVk = dV[k]
+        for r in range(B):
+            if t >= lengths[r]:
+                continue
+            dz = dS[r, k]
+            h = aux[r]
             for j in range(H):
-                acc += U[j, k] * dar[j]
-            ds[k] = acc
+                dVk[j] += dz * h[H + j]
+    for j in range(H):  # dU += da^T y_{t-1}
+        dUj = dU[j]
+        for r in range(B):
+            if t >= lengths[r]:
+                continue
+            d = da[r, j]
+            yp = Sp[r]
+            for k in range(O):
+                dUj[k] += d * yp[k]
+    for r in range(B):  # dL/dy_{t-1} = U^T da
+        if t >= lengths[r]:
+            continue
+        ds, dar = dS[r], da[r]
+        ds[:] = 0.0
+        for j in range(H):
+            d = dar[j]
+            Uj = U[j]
+            for k in range(O):
+                ds[k] += Uj[k] * d
 
 
 register_steps(JordanCell, forward_step, backward_step)
