@@ -118,6 +118,9 @@ class Layer:
         """
         self.input_shape = tuple(input_shape)
         self._build(self.input_shape, rng if rng is not None else np.random.default_rng())
+        for store in (self.params, self.buffers):  # C order: the kernels and Adam's one-pass update read
+            for k, v in store.items():             # them as they are (a transposed init was copied per call)
+                store[k] = np.ascontiguousarray(v)
         self.output_shape = self.compute_output_shape(self.input_shape)
         self.built = True
 
