@@ -9,6 +9,7 @@ ratios: use it for before/after comparisons (run it in two worktrees, alternatin
     KIND=seq   python benchmarks/bench_interleaved.py lstm16,lstm64,gru16,gru64 7   # B=1, T=1000
     KIND=batch python benchmarks/bench_interleaved.py lstm16,lstm64,gru16,gru64 7   # B=32, T=100, 2 layers
     KIND=train python benchmarks/bench_interleaved.py lstm,gru 9                   # train_on_batch vs PyTorch
+    KIND=short T=10 PREDICT=1 python benchmarks/bench_interleaved.py lstm16,gru16 # one short window, B=1
 
 ``FW=ort`` leaves PyTorch out; ``PREDICT=1`` adds ``Sequential.predict``. Cases: cell name and
 size, ``16`` for (16, 64), ``64`` for (64, 256). ``EDGERNN_SRC=<checkout>`` measures that
@@ -111,7 +112,7 @@ def main():
     for case in cases:
         cell, sz = case[:-2], case[-2:]
         I, H = (16, 64) if sz == "16" else (64, 256)
-        B, T, L = (1, 1000, 1) if kind == "seq" else (32, 100, 2)
+        B, T, L = {"seq": (1, 1000, 1), "short": (1, int(os.environ.get("T", "10")), 1)}.get(kind, (32, 100, 2))
         w = bench._weights(cell, I, H, L)
         X = np.random.default_rng(1).normal(size=(B, T, I)).astype(np.float32)
         f = getattr(F, cell)
