@@ -312,7 +312,7 @@ def _fused(cell, B, T, dt, codes, clip, P, input_forget, lbr):
             and _default_cell(cell, codes, clip, P, input_forget, lbr))
 
 
-_XIN_MIN_B = 2  # batches from this size project their inputs inside the fused LSTM kernel
+_XIN_MIN_B = 2  # batches from this size project their inputs inside the fused kernels
 
 
 def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=None):
@@ -338,9 +338,9 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=N
     idx = K.gates16_index(H, ng)
     bp = np.zeros(N, dt)
     bp[idx] = bias
-    # batches: the LSTM kernel projects the inputs itself, step by step in its registers (no G
-    # to write and read back); one sequence: all steps at once before the loop
-    xin = cell == "lstm" and B >= _XIN_MIN_B
+    # batches: the kernel projects the inputs itself, step by step in its registers (no G to
+    # write and read back); one sequence: all steps at once before the loop
+    xin = B >= _XIN_MIN_B
     if xin:
         G = np.empty((T, B, N), dt) if train else _scratch("G", (1, 1, N), dt)
     else:
@@ -368,7 +368,7 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=N
         rbh = np.zeros(Hp, dt)
         rbh[:H] = Rbh
         RH = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
-        _gru.gru_forward_fused(G, Rp, rbh, L, train, Ybuf, ysb, yst, y0, h, hbuf, Hs, RH)
+        _gru.gru_forward_fused(G, Rp, rbh, L, train, Ybuf, ysb, yst, y0, h, hbuf, Hs, RH, Xt, Wp, bp, xin)
     else:
         c = np.zeros((B, Hp), dt)
         if cinit is not None:

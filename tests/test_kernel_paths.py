@@ -94,13 +94,16 @@ def test_batch1_gemv_path(cell, direction):
             np.testing.assert_allclose(g2[k], 2 * v, rtol=1e-10, atol=1e-12, err_msg=k)
 
 
+@pytest.mark.parametrize("B", [11, 32])
 @pytest.mark.parametrize("H", [5, 128])
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_fused_batch_path(cell, direction, H):
+def test_fused_batch_path(cell, direction, H, B):
     """Default float32 cells with B > 1 (fused kernels, forward and backward; H=128: 64-unit
-    blocks; H=5: one padded 16-unit block) against the naive oracle and the float64 path."""
-    B, T = 32, 6
+    blocks; H=5: one padded 16-unit block; B=11: groups of 8 or 6 sequences and the
+    one-sequence remainder, each projecting its inputs in the kernel) against the naive oracle
+    and the float64 path."""
+    T = 6
     lengths = np.random.default_rng(H).integers(0, T + 1, B)
     lengths[:2] = (T, 0)
     kw = naive.random_case(cell, 13 + H, B=B, T=T, H=H, I=7, direction=direction, lengths=lengths, scale=0.15,

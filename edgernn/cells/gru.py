@@ -197,7 +197,7 @@ def gru_forward(G, bias, R, RT, Rp, Rzr, RzrT, Rh, RhT, Rbh, h0, lengths, codes,
 
 
 @jit
-def gru_forward_fused(G, Rp, rbh, lengths, train, Y, ysb, yst, y0, h, hbuf, Hs, RH):
+def gru_forward_fused(G, Rp, rbh, lengths, train, Y, ysb, yst, y0, h, hbuf, Hs, RH, Xt, Wp, bp, xin):
     """The default float32 GRU (fast sigmoid/tanh, lbr=1, no clip), any batch, one fused pass
     per step and block of 16 units (see ``lstm_forward_fused``); eight sequences at a time
     (24 accumulators), then one at a time.
@@ -208,14 +208,24 @@ def gru_forward_fused(G, Rp, rbh, lengths, train, Y, ysb, yst, y0, h, hbuf, Hs, 
     H) in, the final state out; hbuf (B, Hp) scratch. Y: h_t, zero on padded steps, for t <
     max(lengths), at Y.flat[y0 + b * ysb + t * yst + 16u:][:16] (see ``lstm_forward_fused``). With ``train``: Hs (T+1, B, Hp) the states before each step t <
     max(lengths), RH (T, B, Hp) H Rh^T + Rbh (zero on padded steps).
+
+    With ``xin`` the input projection is done here (as in ``lstm_forward_fused``): the z and r
+    sums start from the bias ``bp`` (3Hp,) and take x_t W^T (Xt (T, B, I), W packed by
+    ``pack_gates16`` in Wp) in the same registers; the h~ gate's input part (which r does not
+    multiply) is summed first, eight sequences at a time, into a small L1 buffer. G is then
+    written only with ``train``. Without ``xin`` Xt, Wp, bp are not read. T and B are Xt's.
     """
-    T, B, N = G.shape
+    T, B, I = Xt.shape
+    N = G.shape[2]
     Hp = h.shape[1]
     K = Rp.shape[0] // N  # = H
     K2 = K - (K & 1)
     KP = K * 16
+    KPx = I * 16  # one panel of Wp
     nu = Hp // 16
     acc = np.empty(8 * 48, G.dtype)
+    xh = np.empty(8 * 16, G.dtype)  # with xin: x_t W_h^T + Wbh of the group's sequences
+    Gf = G.reshape(G.size)  # (T, B, N), or (1, 1, N) when neither read (xin) nor written (train)
     Lmax = lengths.max() if B > 0 else 0
     for t in range(Lmax):
         odd = t & 1
@@ -226,36 +236,101 @@ def gru_forward_fused(G, Rp, rbh, lengths, train, Y, ysb, yst, y0, h, hbuf, Hs, 
         for i in range(nu):
             u = nu - 1 - i if odd else i
             wb = u * 3 * KP
+            wbx = u * 3 * KPx
             cu = u * 16
             rb = vload(rbh, cu)
             b0 = 0
             while b0 < B:
                 g0 = (t * B + b0) * N + u * 48
+                if xin:  # the sums start from the bias, the same for every sequence
+                    s0 = bp
+                    o0 = u * 48
+                    sN = 0
+                else:  # from the projection in G
+                    s0 = Gf
+                    o0 = g0
+                    sN = N
                 if b0 + 8 <= B:  # eight sequences: 24 accumulators
-                    v0z = vload(G, g0)
-                    v0r = vload(G, g0 + 16)
+                    if xin:  # the h~ gate's input part first (r does not multiply it), into xh
+                        v0h = vload(bp, o0 + 32)
+                        v1h = v0h
+                        v2h = v0h
+                        v3h = v0h
+                        v4h = v0h
+                        v5h = v0h
+                        v6h = v0h
+                        v7h = v0h
+                        for k in range(I):
+                            wh = vload(Wp, wbx + 2 * KPx + k * 16)
+                            v0h = vfma(vsplat(Xt[t, b0, k]), wh, v0h)
+                            v1h = vfma(vsplat(Xt[t, b0 + 1, k]), wh, v1h)
+                            v2h = vfma(vsplat(Xt[t, b0 + 2, k]), wh, v2h)
+                            v3h = vfma(vsplat(Xt[t, b0 + 3, k]), wh, v3h)
+                            v4h = vfma(vsplat(Xt[t, b0 + 4, k]), wh, v4h)
+                            v5h = vfma(vsplat(Xt[t, b0 + 5, k]), wh, v5h)
+                            v6h = vfma(vsplat(Xt[t, b0 + 6, k]), wh, v6h)
+                            v7h = vfma(vsplat(Xt[t, b0 + 7, k]), wh, v7h)
+                        vstore(xh, 0, v0h)
+                        vstore(xh, 16, v1h)
+                        vstore(xh, 32, v2h)
+                        vstore(xh, 48, v3h)
+                        vstore(xh, 64, v4h)
+                        vstore(xh, 80, v5h)
+                        vstore(xh, 96, v6h)
+                        vstore(xh, 112, v7h)
+                    v0z = vload(s0, o0)
+                    v0r = vload(s0, o0 + 16)
                     v0h = rb
-                    v1z = vload(G, g0 + 1 * N)
-                    v1r = vload(G, g0 + 1 * N + 16)
+                    v1z = vload(s0, o0 + 1 * sN)
+                    v1r = vload(s0, o0 + 1 * sN + 16)
                     v1h = rb
-                    v2z = vload(G, g0 + 2 * N)
-                    v2r = vload(G, g0 + 2 * N + 16)
+                    v2z = vload(s0, o0 + 2 * sN)
+                    v2r = vload(s0, o0 + 2 * sN + 16)
                     v2h = rb
-                    v3z = vload(G, g0 + 3 * N)
-                    v3r = vload(G, g0 + 3 * N + 16)
+                    v3z = vload(s0, o0 + 3 * sN)
+                    v3r = vload(s0, o0 + 3 * sN + 16)
                     v3h = rb
-                    v4z = vload(G, g0 + 4 * N)
-                    v4r = vload(G, g0 + 4 * N + 16)
+                    v4z = vload(s0, o0 + 4 * sN)
+                    v4r = vload(s0, o0 + 4 * sN + 16)
                     v4h = rb
-                    v5z = vload(G, g0 + 5 * N)
-                    v5r = vload(G, g0 + 5 * N + 16)
+                    v5z = vload(s0, o0 + 5 * sN)
+                    v5r = vload(s0, o0 + 5 * sN + 16)
                     v5h = rb
-                    v6z = vload(G, g0 + 6 * N)
-                    v6r = vload(G, g0 + 6 * N + 16)
+                    v6z = vload(s0, o0 + 6 * sN)
+                    v6r = vload(s0, o0 + 6 * sN + 16)
                     v6h = rb
-                    v7z = vload(G, g0 + 7 * N)
-                    v7r = vload(G, g0 + 7 * N + 16)
+                    v7z = vload(s0, o0 + 7 * sN)
+                    v7r = vload(s0, o0 + 7 * sN + 16)
                     v7h = rb
+                    if xin:
+                        for k in range(I):
+                            p = wbx + k * 16
+                            wz = vload(Wp, p)
+                            wr = vload(Wp, p + KPx)
+                            x = vsplat(Xt[t, b0, k])
+                            v0z = vfma(x, wz, v0z)
+                            v0r = vfma(x, wr, v0r)
+                            x = vsplat(Xt[t, b0 + 1, k])
+                            v1z = vfma(x, wz, v1z)
+                            v1r = vfma(x, wr, v1r)
+                            x = vsplat(Xt[t, b0 + 2, k])
+                            v2z = vfma(x, wz, v2z)
+                            v2r = vfma(x, wr, v2r)
+                            x = vsplat(Xt[t, b0 + 3, k])
+                            v3z = vfma(x, wz, v3z)
+                            v3r = vfma(x, wr, v3r)
+                            x = vsplat(Xt[t, b0 + 4, k])
+                            v4z = vfma(x, wz, v4z)
+                            v4r = vfma(x, wr, v4r)
+                            x = vsplat(Xt[t, b0 + 5, k])
+                            v5z = vfma(x, wz, v5z)
+                            v5r = vfma(x, wr, v5r)
+                            x = vsplat(Xt[t, b0 + 6, k])
+                            v6z = vfma(x, wz, v6z)
+                            v6r = vfma(x, wr, v6r)
+                            x = vsplat(Xt[t, b0 + 7, k])
+                            v7z = vfma(x, wz, v7z)
+                            v7r = vfma(x, wr, v7r)
                     for k in range(K):
                         p = wb + k * 16
                         wz = vload(Rp, p)
@@ -319,12 +394,21 @@ def gru_forward_fused(G, Rp, rbh, lengths, train, Y, ysb, yst, y0, h, hbuf, Hs, 
                     vstore(acc, 368, v7h)
                     nb = 8
                 else:  # one sequence, two k at a time
-                    az = vload(G, g0)
-                    ar = vload(G, g0 + 16)
+                    az = vload(s0, o0)
+                    ar = vload(s0, o0 + 16)
                     ah = rb
                     bz = vzero(G)
                     br = vzero(G)
                     bh = vzero(G)
+                    if xin:
+                        xa_h = vload(bp, o0 + 32)
+                        for k in range(I):
+                            xa = vsplat(Xt[t, b0, k])
+                            p = wbx + k * 16
+                            az = vfma(xa, vload(Wp, p), az)
+                            ar = vfma(xa, vload(Wp, p + KPx), ar)
+                            xa_h = vfma(xa, vload(Wp, p + 2 * KPx), xa_h)
+                        vstore(xh, 0, xa_h)
                     for k in range(0, K2, 2):
                         xa = vsplat(src[b0, k])
                         xb = vsplat(src[b0, k + 1])
@@ -356,7 +440,8 @@ def gru_forward_fused(G, Rp, rbh, lengths, train, Y, ysb, yst, y0, h, hbuf, Hs, 
                         rh = vload(acc, q + 32)
                         gz = vsigmoid(vload(acc, q))
                         gr = vsigmoid(vload(acc, q + 16))
-                        hh = vtanh(vfma(gr, rh, vload(G, gb + 32)))
+                        hx = vload(xh, j * 16) if xin else vload(G, gb + 32)
+                        hh = vtanh(vfma(gr, rh, hx))
                         hn = vfma(gz, vsub(vload(src, sb), hh), hh)  # (1 - z) h~ + z h
                         vstore(dst, sb, hn)
                         vstore(Y, yb, hn)
