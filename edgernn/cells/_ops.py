@@ -251,10 +251,10 @@ def mv_packed(x, Wp, out, rev):
 # unit-block ("unit-interleaved": for units 16u..16u+15, the 16 rows of gate 0, then of gate
 # 1, ...; units padded to Hp, a multiple of 16, with zero rows) and packed in panels of 16
 # rows, K-major (``pack_gates16``). The input projection is computed in the same row order,
-# with the bias: for one sequence (and for GRU) for all steps before the loop
-# (``project_panels``, into G (T, gates * Hp)); for LSTM batches inside the kernel, in the same
-# registers as the recurrent product (G's round trip through memory cost 12-16% of a batch-32
-# call; see SPEC's "one product before the loop": changed for this, measured).
+# with the bias: for one sequence for all steps before the loop (``project_panels``, into
+# G (T, gates * Hp)); for batches inside the kernel, in the same registers as the recurrent
+# product (G's round trip through memory cost 12-16% of a batch-32 LSTM call and ~12% of a GRU
+# one; see SPEC's "one product before the loop": changed for this, measured).
 @jit
 def pack_gates16(M, H, ng, out):
     """out (ng * Hp * K,) = the rows of M (ng * H, K), gate-major as in ONNX, unit-interleaved and
