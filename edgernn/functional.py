@@ -169,6 +169,17 @@ def _time_major_copy(X, rev_idx, L, train):
     return out
 
 
+def _project(X2, Wt, out):
+    """out (M, G) = X2 (M, I) @ Wt (I, G), rounded the same whatever M. BLAS takes a gemv path
+    for a single row, and on some CPUs it sums in another order than the gemm kernels
+    (OpenBLAS on AMD Zen 4: up to 1e-5 apart at (64, 1024)), so one step computed alone (a
+    chunk of one step at batch 1) would differ from the same step inside a longer call."""
+    if X2.shape[0] == 1:
+        out[...] = np.dot(np.concatenate([X2, X2]), Wt)[:1]
+    else:
+        np.dot(X2, Wt, out=out)
+
+
 def _batch_first(Yt, rev_idx):
     """(T, B, H) -> (B, T, H), undoing the per-sequence reversal."""
     Y = Yt.transpose(1, 0, 2)
@@ -396,7 +407,7 @@ def _forward_bmaj(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, P, L, codes, al, 
     Tk = T if train else 1
     # (T, B, G*H); becomes the gate outputs
     Gm = np.empty((T, B, GH), dt) if train else _scratch("G", (T, B, GH), dt)
-    np.dot(Xt.reshape(T * B, I), W.T, out=Gm.reshape(T * B, GH))
+    _project(Xt.reshape(T * B, I), W.T, Gm.reshape(T * B, GH))
     tr = _transposed_for_gemv(B, T, dt)
     Yt = _scratch("Yt", (T, B, H), dt)
     Yt.fill(0)  # padded steps

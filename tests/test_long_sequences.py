@@ -79,9 +79,8 @@ def _same(ref, got, exact=False):
         assert r.shape == g.shape and r.dtype == g.dtype
         if exact:
             np.testing.assert_array_equal(g, r)
-        else:  # float32 rounding only: OpenBLAS on AMD Zen sums a one-row product (a chunk of one
-            # step at B=1: its gemv path) in another order than a many-row one (~1e-7 per step)
-            np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_allclose(g, r, rtol=1e-6, atol=1e-6)
         _STATS.append(bool(np.array_equal(g, r)))
 
 

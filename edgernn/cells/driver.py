@@ -180,7 +180,7 @@ def _forward_task(spec, a, d, b0, b1, train, Y, finals):
     W = a["P"]["W"][d]  # (GH, I)
     GH, NS, O, NA = sz["GH"], sz["NS"], sz["O"], sz["NA"]
     G = np.empty((T, B, GH), dt)
-    np.dot(Xt.reshape(T * B, I), W.T, out=G.reshape(T * B, GH))  # (T, B, GH)
+    F._project(Xt.reshape(T * B, I), W.T, G.reshape(T * B, GH))  # (T, B, GH)
     S = np.zeros((B, NS), dt)
     col = 0
     for name, width in zip(spec.state_names, sz["widths"], strict=True):
