@@ -86,12 +86,28 @@ def forward_step(cell, t, g, S, y, aux, lengths):
 
 
 @jit(inline="always")
+def _add_outer(dM, A, Z, z0, t, lengths):
+    """dM (m, n) += sum over the sequences r not padded at t of A[r, :m]^T Z[r, z0:z0 + n]: one
+    row of dM at a time through all sequences (it stays in L1; updating the whole matrix once
+    per sequence moved it through L2 B times per step)."""
+    m, n = dM.shape
+    for i in range(m):
+        dMi = dM[i]
+        for r in range(A.shape[0]):
+            if t >= lengths[r]:
+                continue
+            a = A[r, i]
+            z = Z[r, z0:z0 + n]
+            for j in range(n):
+                dMi[j] += a * z[j]
+
+
+@jit(inline="always")
 def backward_step(cell, grads, t, g, Sp, Sn, aux, dy, dS, da, lengths):
     """dS (B, O): dL/dy_t in, dL/dy_{t-1} out; da (B, H) = dL/da (the hidden pre-activation).
 
     In phases over the batch, every inner loop along a contiguous row; the weight gradients
-    take one row of dV or dU through all sequences at a time (it stays in L1: updating the
-    whole matrix once per sequence moved it through L2 B times per step).
+    by ``_add_outer``.
     """
     U, V = cell.U, cell.V
     dU, dV, db, dc = grads.U, grads.V, grads.b, grads.c
@@ -113,24 +129,8 @@ def backward_step(cell, grads, t, g, Sp, Sn, aux, dy, dS, da, lengths):
             d = dar[j] * dact1(cell.hcode, ar[j], ar[H + j], cell.halpha, cell.hbeta)
             dar[j] = d
             db[j] += d
-    for k in range(O):  # dV += dz^T h
-        dVk = dV[k]
-        for r in range(B):
-            if t >= lengths[r]:
-                continue
-            dz = dS[r, k]
-            h = aux[r]
-            for j in range(H):
-                dVk[j] += dz * h[H + j]
-    for j in range(H):  # dU += da^T y_{t-1}
-        dUj = dU[j]
-        for r in range(B):
-            if t >= lengths[r]:
-                continue
-            d = da[r, j]
-            yp = Sp[r]
-            for k in range(O):
-                dUj[k] += d * yp[k]
+    _add_outer(dV, dS, aux, H, t, lengths)  # dV += dz^T h
+    _add_outer(dU, da, Sp, 0, t, lengths)  # dU += da^T y_{t-1}
     for r in range(B):  # dL/dy_{t-1} = U^T da
         if t >= lengths[r]:
             continue
