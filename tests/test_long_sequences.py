@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import edgernn
+import edgernn.functional as F
 import edgernn.layers.recurrent as rec
 from edgernn import Sequential, cells, layers
 from edgernn.layers import Bidirectional
@@ -191,6 +192,23 @@ MEMORY_SCRIPT = textwrap.dedent("""
         tracemalloc.stop()
     print(*peaks)
 """)
+
+
+@pytest.mark.parametrize("I, G", [(3, 4), (7, 96), (64, 1024)])
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_one_row_projection_rounds_as_many_rows(I, G, dt):
+    """``functional._project``: a step projected alone (a one-step chunk at batch 1) is bit-identical
+    to the same step inside a longer call. OpenBLAS on AMD Zen sums a one-row product (its gemv
+    path) in another order than a many-row one (up to 1e-5 apart at (64, 1024))."""
+    rng = np.random.default_rng(I)
+    X = rng.standard_normal((23, I)).astype(dt)
+    Wt = rng.standard_normal((G, I)).astype(dt).T
+    full = np.empty((23, G), dt)
+    F._project(X, Wt, full)
+    for i in (0, 11, 22):
+        one = np.empty((1, G), dt)
+        F._project(X[i:i + 1], Wt, one)
+        np.testing.assert_array_equal(one[0], full[i])
 
 
 def test_memory_does_not_grow_with_T():
