@@ -329,7 +329,7 @@ _XIN_MIN_B = 2  # batches from this size project their inputs inside the fused k
 def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=None):
     """One direction with the fused kernels: weights packed unit-interleaved
     (``cells._ops.pack_gates16``), the input projection with the bias (for all steps before the
-    loop by ``project_panels``, or inside the LSTM kernel for batches), then the time loop. With ``train`` keeps in ``st`` what the fused
+    loop by ``project_panels``, or inside the kernel for batches), then the time loop. With ``train`` keeps in ``st`` what the fused
     backward kernels read: the gate outputs and states in the kernels' own layouts.
     Yout: None, or (Y, view): the caller's C-contiguous output Y (B', T, D, H), H a multiple of
     16, and the (B, T, H) view of it to fill, written directly (no copy; Y is returned as None). Otherwise returns Y
