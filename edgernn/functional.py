@@ -268,10 +268,11 @@ def _hot_empty(name, shape, dt):
     bufs = getattr(_SCRATCH, "hot", None)
     if bufs is None:
         bufs = _SCRATCH.hot = {}
-    buf = bufs.get(name)
+    buf, off = bufs.get(name, (None, 0))
     if buf is None or buf.nbytes < n + 2 * _HUGE:
-        buf = bufs[name] = np.empty(n + 2 * _HUGE, np.uint8)  # >= 4 MiB: numpy madvises huge pages
-    off = (-buf.ctypes.data) % _HUGE
+        buf = np.empty(n + 2 * _HUGE, np.uint8)  # >= 4 MiB: numpy madvises huge pages
+        off = (-buf.ctypes.data) % _HUGE  # (kept: reading buf.ctypes costs ~2 us per call)
+        bufs[name] = buf, off
     return buf[off: off + n].view(dt).reshape(shape)
 
 
