@@ -19,6 +19,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import warnings
 
 import numba
@@ -167,26 +168,37 @@ class _BlasLimit:
     libraries whose count differs are touched: a few ctypes calls, ~1 us (threadpoolctl's own
     ``limit`` costs ~12 us per call, which showed in short sequences)."""
 
-    __slots__ = ("libs", "n", "saved")
+    __slots__ = ("libs", "n", "saved", "outer")
 
     def __init__(self, libs, n):
         self.libs = libs
         self.n = n
         self.saved = []
+        self.outer = None
 
     def __enter__(self):
+        self.outer = getattr(_LIMIT, "n", None)
+        if self.outer == self.n:  # inside a limit to the same count (predict -> layer -> kernel): nothing to do
+            return self
         for lc in self.libs:
             old = lc.get_num_threads()
             if old != self.n:
                 lc.set_num_threads(self.n)
                 self.saved.append((lc, old))
+        _LIMIT.n = self.n
         return self
 
     def __exit__(self, *exc):
+        if self.outer == self.n:
+            return False
         for lc, old in reversed(self.saved):
             lc.set_num_threads(old)
         self.saved = []
+        _LIMIT.n = self.outer
         return False
+
+
+_LIMIT = threading.local()  # n: the count of the innermost edgernn limit active in this thread
 
 
 def blas_limit(n=None):

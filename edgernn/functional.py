@@ -299,9 +299,9 @@ def _default_cell(cell, codes, clip, P, input_forget, lbr):
     if clip != 0:
         return False
     if cell == "lstm":
-        return P is None and not input_forget and tuple(codes) == (FAST_SIGMOID, FAST_TANH, FAST_TANH)
+        return P is None and not input_forget and np.asarray(codes).tolist() == [FAST_SIGMOID, FAST_TANH, FAST_TANH]
     if cell == "gru":
-        return bool(lbr) and tuple(codes) == (FAST_SIGMOID, FAST_TANH)
+        return bool(lbr) and np.asarray(codes).tolist() == [FAST_SIGMOID, FAST_TANH]
     return False
 
 
@@ -327,14 +327,15 @@ def _fused(cell, B, T, dt, codes, clip, P, input_forget, lbr):
 _XIN_MIN_B = 2  # batches from this size project their inputs inside the fused kernels
 
 
-def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=None):
+def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train, Yout=None):
     """One direction with the fused kernels: weights packed unit-interleaved
     (``cells._ops.pack_gates16``), the input projection with the bias (for all steps before the
     loop by ``project_panels``, or inside the kernel for batches), then the time loop. With ``train`` keeps in ``st`` what the fused
     backward kernels read: the gate outputs and states in the kernels' own layouts.
-    Yout: None, or (Y, view): the caller's C-contiguous output Y (B', T, D, H), H a multiple of
-    16, and the (B, T, H) view of it to fill, written directly (no copy; Y is returned as None). Otherwise returns Y
-    (T, B, H) (a view of a scratch buffer). Also returns h, c (B, H).
+    Lmax: the longest of the lengths L.
+    Yout: None, or (Y, b0, d): the caller's C-contiguous output Y (B', T, D, H), H a multiple of
+    16, whose part Y[b0:b0 + B, :, d] is written directly (no copy; Y is returned as None).
+    Otherwise returns Y (T, B, H) (a view of a scratch buffer). Also returns h, c (B, H).
     """
     T, B, I = Xt.shape
     H = R.shape[1]
@@ -342,7 +343,6 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=N
     Hp = K.packed_rows(H)
     N = ng * Hp
     dt = Xt.dtype
-    Lmax = int(L.max())
     Wp = _hot_empty("Wp", (N * I,), dt)
     K.pack_gates16(W, H, ng, Wp)
     Rp = _hot_empty("Rp", (N * H,), dt)
@@ -363,13 +363,13 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train, Yout=N
         Yp[Lmax:] = 0  # the kernel writes every row before
         ysb, yst, y0 = Hp, B * Hp, 0
         Ybuf = Yp
-    else:  # (B, T, H) view of (B', T, D, H): strides in elements
-        Ybuf, Yout = Yout
+    else:  # Y[b0:b0 + B, :, d] of Y (B', T, D, H), C-contiguous: strides in elements
+        Ybuf, b0, d = Yout
         it = dt.itemsize
-        ysb, yst = Yout.strides[0] // it, Yout.strides[1] // it
-        y0 = (Yout.__array_interface__["data"][0] - Ybuf.__array_interface__["data"][0]) // it
+        ysb, yst = Ybuf.strides[0] // it, Ybuf.strides[1] // it
+        y0 = (b0 * Ybuf.strides[0] + d * Ybuf.strides[2]) // it
         if Lmax < T:
-            Yout[:, Lmax:] = 0
+            Ybuf[b0:b0 + B, Lmax:, d] = 0
     h = np.zeros((B, Hp), dt)
     h[:, :H] = hinit
     hbuf = np.empty((B, Hp), dt)
@@ -455,9 +455,13 @@ def _forward_task(cell, a, d, b0, b1, train, Y, Y_h, Y_c):
     B, T, _ = X.shape
     reverse = a["direction"] == "reverse" or d == 1
     ridx = _reverse_index(L, T) if reverse else None
-    Xt = _time_major_copy(X, ridx, L, train)  # (T, B, I), a copy: never the caller's array
-    if L.min() < T:  # padded steps never matter: zero them so NaN padding cannot reach dW
-        Xt[np.arange(T)[:, None] >= L[None, :]] = 0
+    Lmax = T if a["full"] else int(L.max())
+    if B == 1 and a["full"] and not reverse and not train:  # read only: (1, T, I) serves as (T, 1, I)
+        Xt = X.reshape(T, 1, X.shape[2])
+    else:
+        Xt = _time_major_copy(X, ridx, L, train)  # (T, B, I), a copy: never the caller's array
+        if not a["full"] and L.min() < T:  # padded steps never matter: zero them so NaN padding cannot reach dW
+            Xt[np.arange(T)[:, None] >= L[None, :]] = 0
     hinit = np.zeros((B, H), dt) if h0 is None else h0[b0:b1, d]
     cinit = None if c0 is None else c0[b0:b1, d]
     bias = _bias_sum(Wb, Rb, d, GH, dt)  # added inside the kernels' loops
@@ -470,8 +474,8 @@ def _forward_task(cell, a, d, b0, b1, train, Y, Y_h, Y_c):
     W, R = a["W"][d], a["R"][d]
     if _fused(cell, B, T, dt, a["codes"][d], a["clip"], P, a["input_forget"], cell_lbr):
         direct = ridx is None and H % K.PANEL == 0 and Y.flags.c_contiguous
-        Yt, h, c = _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, train,
-                                  (Y, Y[b0:b1, :, d, :]) if direct else None)
+        Yt, h, c = _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train,
+                                  (Y, b0, d) if direct else None)
         if not direct:
             Y[b0:b1, :, d, :] = _batch_first(Yt, ridx)
     else:
@@ -501,6 +505,8 @@ def _tasks(B, T, D, GH, K_in):
     """(tasks, parallel): (direction, b0, b1) for every task of a call, and whether to run them
     in parallel threads."""
     n = get_num_threads()
+    if n == 1:
+        return [(d, 0, B) for d in range(D)], False
     chunks = 1
     per_seq = T * GH * K_in  # multiply-adds per sequence and direction
     if n > 1:
@@ -537,7 +543,7 @@ def _run_tasks(fns, parallel):
 @with_blas_limit
 def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, activation_alpha,
          activation_beta, clip, train, input_forget=False, linear_before_reset=True):
-    given = _given(X=X, W=W, R=R, Wb=Wb, Rb=Rb, h0=h0, c0=c0, P=P)
+    given = _given(X=X, W=W, R=R, Wb=Wb, Rb=Rb, h0=h0, c0=c0, P=P) if train else ()
     (X, W, R, Wb, Rb, h0, c0, P, L, D, H, codes, al, be, clipv) = _prepare(
         cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, activation_alpha,
         activation_beta, clip)
@@ -549,19 +555,16 @@ def _run(cell, X, W, R, Wb, Rb, h0, c0, P, lengths, direction, activations, acti
     Y_c = np.empty((B, D, H), dt) if cell == "lstm" else None
     if train:  # the cache owns what backward reads: an in-place optimizer step cannot change the gradients
         W, R, P = _owned(W), _owned(R), _owned(P)
-    cache = Cache(cell, given, dict(X=X, W=W, R=R, Wb=Wb, Rb=Rb, h0=h0, c0=c0, P=P, L=L, D=D, H=H,
-                                     codes=codes, al=al, be=be, clip=clipv, input_forget=bool(input_forget),
-                                     lbr=bool(linear_before_reset)))
-    a = cache.args
-    a.update(direction=direction, I=I, GH=GH)
+    a = dict(X=X, W=W, R=R, Wb=Wb, Rb=Rb, h0=h0, c0=c0, P=P, L=L, D=D, H=H, codes=codes, al=al, be=be,
+             clip=clipv, input_forget=bool(input_forget), lbr=bool(linear_before_reset), direction=direction,
+             I=I, GH=GH, full=lengths is None or bool(L.min() == T))
     tasks, parallel = _tasks(B, T, D, GH, H + I)
     sts = _run_tasks([functools.partial(_forward_task, cell, a, d, b0, b1, train, Y, Y_h, Y_c)
                       for d, b0, b1 in tasks], parallel)
-    if train:
-        cache.parallel = parallel
-        cache.dirs.extend(sts)
     out = (Y, Y_h) if cell != "lstm" else (Y, Y_h, Y_c)
-    return out + (cache,) if train else out
+    if not train:
+        return out
+    return out + (Cache(cell, given, a, list(sts), parallel),)
 
 
 def rnn(X, W, R, Wb=None, Rb=None, h0=None, lengths=None, direction="forward", activations=None,

@@ -833,7 +833,10 @@ class Sequential:
         for sl in self._batches(X.shape[0], batch_size):
             out, _ = self._infer(X[sl], None if L is None else L[sl])
             outs.append(out if isinstance(out, list) else [out])
-        res = [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
+        if len(outs) == 1:  # one batch: its outputs as they are (a copy of any that views the input)
+            res = [o.copy() if np.may_share_memory(o, X) else o for o in outs[0]]
+        else:
+            res = [np.concatenate([o[k] for o in outs]) for k in range(len(outs[0]))]
         if ragged and res[0].ndim >= 3:
             res[0] = [res[0][i, : L[i]] for i in range(len(L))]
         return res if len(res) > 1 else res[0]
