@@ -135,6 +135,23 @@ def test_predict_batch_size_checked():
         m.predict(x, batch_size=2.7)
 
 
+def test_predict_never_returns_the_callers_array():
+    """One batch is returned without a copy, except where an output views the input (inference
+    Dropout returns its input as it is)."""
+    x = np.random.default_rng(0).normal(size=(3, 5, 2)).astype(np.float32)
+    m = edgernn.Sequential([edgernn.layers.Dropout(0.5, input_shape=(None, 2))])
+    y = m.predict(x)
+    np.testing.assert_array_equal(y, x)
+    assert not np.may_share_memory(y, x)
+    y2 = m.predict(x)
+    assert not np.may_share_memory(y, y2)
+    r = lstm_model("sgd")
+    xs = data(4)[0]
+    a, b = r.predict(xs), r.predict(xs)
+    assert not np.may_share_memory(a, b)  # fresh results, call after call
+    np.testing.assert_array_equal(a, b)
+
+
 def test_epochs_zero_trains_nothing():
     x, y = data(16)
     m = lstm_model("sgd")
