@@ -11,7 +11,7 @@ ratios: use it for before/after comparisons (run it in two worktrees, alternatin
     KIND=train python benchmarks/bench_interleaved.py lstm,gru 9                   # train_on_batch vs PyTorch
     KIND=short T=10 PREDICT=1 python benchmarks/bench_interleaved.py lstm16,gru16 # one short window, B=1
 
-``FW=ort`` leaves PyTorch out; ``PREDICT=1`` adds ``Sequential.predict``. Cases: cell name and
+``FW=ort`` leaves PyTorch out; ``PREDICT=1`` adds ``Sequential.predict`` and ``model.predictor()``. Cases: cell name and
 size, ``16`` for (16, 64), ``64`` for (64, 256). ``EDGERNN_SRC=<checkout>`` measures that
 checkout's edgernn (PYTHONPATH does not override an editable install).
 """
@@ -131,6 +131,10 @@ def main():
         if os.environ.get("PREDICT"):
             model = bench._edgernn_model(cell, I, H, L, head=False, seq=True, weights=w)
             fns["predict"] = lambda model=model, X=X: model.predict(X)
+            if hasattr(model, "predictor"):  # weights packed once (model.predictor(), session 6)
+                pred = model.predictor()
+                assert np.allclose(pred(X), model.predict(X), rtol=1e-6, atol=1e-7)  # T < 4: other kernels
+                fns["predictor"] = lambda pred=pred, X=X: pred(X)
         if use_torch:
             perm = bench._torch_perm(cell, H)
             C = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]

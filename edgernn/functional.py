@@ -209,6 +209,18 @@ def _bias_sum(Wb, Rb, d, GH, dt):
     return b
 
 
+def _kernel_bias(cell, Wb, Rb, d, H, GH, dt, lbr):
+    """(bias (GH,), Rbh (H,) or None): the bias the kernels add to each step's gate sums, and
+    GRU's recurrent h~ bias, which sits inside r * (.) and is added in the loop."""
+    bias = _bias_sum(Wb, Rb, d, GH, dt)
+    if cell == "gru" and lbr and Rb is not None:
+        bias[2 * H:] -= Rb[d, 2 * H:]
+    Rbh = None
+    if cell == "gru":
+        Rbh = np.zeros(H, dt) if Rb is None else np.ascontiguousarray(Rb[d, 2 * H:])
+    return bias, Rbh
+
+
 def _given(**kw):
     return tuple(k for k, v in kw.items() if v is not None)
 
@@ -257,6 +269,17 @@ def _hot(name, M, steps=0):
     out = _hot_empty(name, M.shape, M.dtype)
     np.copyto(out, M)
     return out
+
+
+def _aligned_empty(shape, dt):
+    """An uninitialised array of its own, in a 2 MiB-aligned block from 16 KiB (see above)."""
+    dt = np.dtype(dt)
+    n = math.prod(shape) * dt.itemsize
+    if n < 16 << 10:
+        return np.empty(shape, dt)
+    buf = np.empty(n + _HUGE, np.uint8)
+    off = (-buf.ctypes.data) % _HUGE
+    return buf[off: off + n].view(dt).reshape(shape)
 
 
 def _hot_empty(name, shape, dt):
@@ -327,7 +350,38 @@ def _fused(cell, B, T, dt, codes, clip, P, input_forget, lbr):
 _XIN_MIN_B = 2  # batches from this size project their inputs inside the fused kernels
 
 
-def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train, Yout=None):
+def _pack_fused(W, R, bias, Rbh, hot=True):
+    """The fused kernels' weights -> (Wp, Rp, bp, rbh, idx): W (ng*H, I) and R (ng*H, H) packed
+    unit-interleaved (``cells._ops.pack_gates16``), the bias (ng*H,) in that order, GRU's Rbh
+    (H,) padded (None for LSTM), and the order's index. ``hot``: in this thread's pooled hot
+    buffers (valid until its next call); otherwise in arrays of their own."""
+    H = R.shape[1]
+    ng = R.shape[0] // H
+    Hp = K.packed_rows(H)
+    N = ng * Hp
+    I = W.shape[1]
+    dt = W.dtype
+    if W.shape != (ng * H, I) or R.shape != (ng * H, H) or bias.shape != (ng * H,):
+        raise ValueError(f"packing: W {W.shape}, R {R.shape}, bias {bias.shape} do not match ({ng}*{H}, .)")
+    if hot:
+        Wp = _hot_empty("Wp", (N * I,), dt)
+        Rp = _hot_empty("Rp", (N * H,), dt)
+    else:
+        Wp = np.empty(N * I, dt)
+        Rp = _aligned_empty((N * H,), dt)
+    K.pack_gates16(W, H, ng, Wp)
+    K.pack_gates16(R, H, ng, Rp)
+    idx = K.gates16_index(H, ng)
+    bp = np.zeros(N, dt)
+    bp[idx] = bias
+    rbh = None
+    if Rbh is not None:
+        rbh = np.zeros(Hp, dt)
+        rbh[:H] = Rbh
+    return Wp, Rp, bp, rbh, idx
+
+
+def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train, Yout=None, packed=None):
     """One direction with the fused kernels: weights packed unit-interleaved
     (``cells._ops.pack_gates16``), the input projection with the bias (for all steps before the
     loop by ``project_panels``, or inside the kernel for batches), then the time loop. With ``train`` keeps in ``st`` what the fused
@@ -336,20 +390,14 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train, 
     Yout: None, or (Y, b0, d): the caller's C-contiguous output Y (B', T, D, H), H a multiple of
     16, whose part Y[b0:b0 + B, :, d] is written directly (no copy; Y is returned as None).
     Otherwise returns Y (T, B, H) (a view of a scratch buffer). Also returns h, c (B, H).
+    packed: ``_pack_fused(W, R, bias, Rbh)`` made earlier (W, R, bias, Rbh are then not read).
     """
     T, B, I = Xt.shape
-    H = R.shape[1]
-    ng = R.shape[0] // H
+    Wp, Rp, bp, rbh, idx = _pack_fused(W, R, bias, Rbh) if packed is None else packed
+    H = hinit.shape[1]
     Hp = K.packed_rows(H)
-    N = ng * Hp
+    N = bp.shape[0]
     dt = Xt.dtype
-    Wp = _hot_empty("Wp", (N * I,), dt)
-    K.pack_gates16(W, H, ng, Wp)
-    Rp = _hot_empty("Rp", (N * H,), dt)
-    K.pack_gates16(R, H, ng, Rp)
-    idx = K.gates16_index(H, ng)
-    bp = np.zeros(N, dt)
-    bp[idx] = bias
     # batches: the kernel projects the inputs itself, step by step in its registers (no G to
     # write and read back); one sequence: all steps at once before the loop
     xin = B >= _XIN_MIN_B
@@ -377,8 +425,6 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train, 
     Hs = np.empty(shape_s, dt)
     c = None
     if cell == "gru":
-        rbh = np.zeros(Hp, dt)
-        rbh[:H] = Rbh
         RH = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
         _gru.gru_forward_fused(G, Rp, rbh, L, train, Ybuf, ysb, yst, y0, h, hbuf, Hs, RH, Xt, Wp, bp, xin)
     else:
@@ -464,12 +510,7 @@ def _forward_task(cell, a, d, b0, b1, train, Y, Y_h, Y_c):
             Xt[np.arange(T)[:, None] >= L[None, :]] = 0
     hinit = np.zeros((B, H), dt) if h0 is None else h0[b0:b1, d]
     cinit = None if c0 is None else c0[b0:b1, d]
-    bias = _bias_sum(Wb, Rb, d, GH, dt)  # added inside the kernels' loops
-    if cell == "gru" and cell_lbr and Rb is not None:
-        bias[2 * H:] -= Rb[d, 2 * H:]  # Rbh sits inside r * (.) and is added in the loop
-    Rbh = None
-    if cell == "gru":
-        Rbh = np.zeros(H, dt) if Rb is None else np.ascontiguousarray(Rb[d, 2 * H:])
+    bias, Rbh = _kernel_bias(cell, Wb, Rb, d, H, GH, dt, cell_lbr)
     st = dict(d=d, b0=b0, b1=b1, Xt=Xt, ridx=ridx)
     W, R = a["W"][d], a["R"][d]
     if _fused(cell, B, T, dt, a["codes"][d], a["clip"], P, a["input_forget"], cell_lbr):

@@ -612,8 +612,10 @@ class Model(Sequential):
         for t, a, lk in zip(self._inputs, xs, ls, strict=True):
             vals[id(t)], lens[id(t)] = a, lk
         saved, shapes = ([], []) if need_grad else (None, None)
+        runners = self._runners or {}
         for nd in self._nodes:
             layer = nd.layer
+            fwd = runners.get(id(layer), layer.forward)
             ins = [vals[id(t)] for t in nd.inputs]
             ils = [lens[id(t)] for t in nd.inputs]
             kw = dict(nd.kwargs)
@@ -622,10 +624,10 @@ class Model(Sequential):
             if getattr(layer, "multi_input", False):
                 main, mlen = ins[:nd.n_main], ils[:nd.n_main]
                 L = layer.compute_lengths(main, mlen)
-                y = layer.forward(main, lengths=mlen, training=training, need_grad=need_grad, **kw)
+                y = fwd(main, lengths=mlen, training=training, need_grad=need_grad, **kw)
             else:
                 L = layer.compute_lengths(ins[0], ils[0])
-                y = layer.forward(ins[0], lengths=ils[0], training=training, need_grad=need_grad, **kw)
+                y = fwd(ins[0], lengths=ils[0], training=training, need_grad=need_grad, **kw)
             outs = y if isinstance(y, list) else [y]
             for k, (t, a) in enumerate(zip(nd.outputs, outs, strict=True)):
                 vals[id(t)] = a

@@ -98,6 +98,7 @@ class Sequential:
     """
 
     divergence_factor = 1e6
+    _runners = None  # {id(layer): forward replacement} for inference (a Predictor's private copy)
 
     def __init__(self, layers=None, name=None, dtype="float32", seed=None):
         self.name = name or "sequential"
@@ -314,9 +315,11 @@ class Sequential:
         ``evaluate`` may run in other threads while this model trains (stateless models).
         Stateful layers still carry their state from call to call, by design.
         """
+        runners = self._runners or {}
         for layer in self._layers:
             out_lengths = layer.compute_lengths(x, lengths)
-            x = layer.forward(x, lengths=lengths, training=False, need_grad=False)  # forward reads its input's lengths
+            fwd = runners.get(id(layer), layer.forward)
+            x = fwd(x, lengths=lengths, training=False, need_grad=False)  # forward reads its input's lengths
             lengths = out_lengths if _first(x).ndim >= 3 else None
         return x, lengths
 
@@ -840,6 +843,18 @@ class Sequential:
         if ragged and res[0].ndim >= 3:
             res[0] = [res[0][i, : L[i]] for i in range(len(L))]
         return res if len(res) > 1 else res[0]
+
+    def predictor(self):
+        """A :class:`edgernn.predictor.Predictor`: this model's inference on a snapshot of its
+        weights, checked and packed once, for many small calls (one short window at a time).
+
+        Results equal ``predict``'s (bit for bit, but for single sequences of fewer than 4
+        steps: to float32 rounding, see the module); later changes to this model's weights (``fit``,
+        ``set_weights``) do not reach it: make a new one.
+        """
+        from .predictor import Predictor
+
+        return Predictor(self)
 
     def predict_on_batch(self, x):
         """Outputs for one batch ``x`` (Keras' ``predict_on_batch``): ``predict`` in one chunk."""
