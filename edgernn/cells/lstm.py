@@ -11,6 +11,7 @@ import numpy as np
 
 from .._activations import FAST_SIGMOID, FAST_TANH, ONE, act_vec, dact1, fast_tanh
 from .._config import jit
+from . import _sync
 from ._ops import (
     F_INPUT_FORGET,
     F_PEEP,
@@ -47,6 +48,7 @@ from ._ops import (
     mv_packed,
     out_deriv,
     pack_fused,
+    project_panels,
     vsigmoid,
     vtanh,
 )
@@ -507,6 +509,95 @@ def lstm_forward_fused(G, Rp, lengths, train, Y, ysb, yst, y0, h, c, hbuf, Hs, C
                 b0 += nb
     if Lmax & 1:
         h[:] = hbuf
+
+
+@jit
+def lstm_seq_split(w, n, sync, X2, Wp, bp, G2, m0, m1, Rp, Y, yst, y0, h, c, hbuf, u0, u1, resume):
+    """Thread ``w`` of ``n`` running ONE sequence of ``lstm_forward_fused`` (inference, batch 1)
+    together, in lockstep (``_sync``: a barrier per step): this thread projects the steps
+    m0:m1 of X2 (T, I) into G2 (T, N) (``project_panels``: all steps' projections are in place
+    before the first step), then computes the units of the panels u0:u1 at every step: their
+    gate sums (the same order of operations as ``lstm_forward_fused``, so the same bits), c_t
+    and h_t (into h / hbuf, alternating; every thread reads all of h_{t-1}) and Y. Y, yst, y0:
+    as in ``lstm_forward_fused`` at batch 1.
+
+    ``resume``: 0 to start, else the phase returned by the previous call. Returns 0 when the
+    sequence is done, -1 if the run was aborted (the caller, thread 0, gave up waiting for a
+    thread to start: it runs the sequence alone), or p >= 2: waited too long for phase p (the
+    thread yields its core in Python and calls again with ``resume=p``).
+    """
+    if resume == 0:
+        if w == 0:
+            _sync.signal(sync, 0, 1)
+        elif not _sync.start(sync, w):
+            return -1
+        if m1 > m0:
+            project_panels(X2[m0:m1], Wp, bp, G2[m0:m1])
+        _sync.signal(sync, w, 2)
+        resume = 2
+    T, N = G2.shape
+    Gf = G2.reshape(G2.size)
+    K = Rp.shape[0] // N  # = H
+    K2 = K - (K & 1)
+    KP = K * 16
+    acc = np.empty(64, G2.dtype)
+    nm = u1 - u0
+    for t in range(resume - 2, T + 1):  # phase t + 2: step t - 1 done by every thread
+        r = _sync.wait(sync, n, t + 2)
+        if r != 1:
+            return -1 if r == 0 else t + 2
+        if t == T:
+            break
+        odd = t & 1
+        src = hbuf if odd else h
+        dst = h if odd else hbuf
+        for i in range(nm):
+            u = u0 + (nm - 1 - i if odd else i)  # snake order, as lstm_forward_fused
+            wb = u * 4 * KP
+            cu = u * 16
+            o0 = t * N + u * 64
+            a0 = vload(Gf, o0)
+            a1 = vload(Gf, o0 + 16)
+            a2 = vload(Gf, o0 + 32)
+            a3 = vload(Gf, o0 + 48)
+            b0_ = vzero(G2)
+            b1 = vzero(G2)
+            b2 = vzero(G2)
+            b3 = vzero(G2)
+            for k in range(0, K2, 2):
+                xa = vsplat(src[0, k])
+                xb = vsplat(src[0, k + 1])
+                p = wb + k * 16
+                a0 = vfma(xa, vload(Rp, p), a0)
+                a1 = vfma(xa, vload(Rp, p + KP), a1)
+                a2 = vfma(xa, vload(Rp, p + 2 * KP), a2)
+                a3 = vfma(xa, vload(Rp, p + 3 * KP), a3)
+                b0_ = vfma(xb, vload(Rp, p + 16), b0_)
+                b1 = vfma(xb, vload(Rp, p + KP + 16), b1)
+                b2 = vfma(xb, vload(Rp, p + 2 * KP + 16), b2)
+                b3 = vfma(xb, vload(Rp, p + 3 * KP + 16), b3)
+            if K2 < K:
+                xa = vsplat(src[0, K2])
+                p = wb + K2 * 16
+                a0 = vfma(xa, vload(Rp, p), a0)
+                a1 = vfma(xa, vload(Rp, p + KP), a1)
+                a2 = vfma(xa, vload(Rp, p + 2 * KP), a2)
+                a3 = vfma(xa, vload(Rp, p + 3 * KP), a3)
+            vstore(acc, 0, vadd(a0, b0_))
+            vstore(acc, 16, vadd(a1, b1))
+            vstore(acc, 32, vadd(a2, b2))
+            vstore(acc, 48, vadd(a3, b3))
+            gi = vsigmoid(vload(acc, 0))
+            go = vsigmoid(vload(acc, 16))
+            gf = vsigmoid(vload(acc, 32))
+            gc = vtanh(vload(acc, 48))
+            cn = vfma(gf, vload(c, cu), vmul(gi, gc))
+            hn = vmul(go, vtanh(cn))
+            vstore(c, cu, cn)
+            vstore(dst, cu, hn)
+            vstore(Y, y0 + t * yst + cu, hn)
+        _sync.signal(sync, w, t + 3)
+    return 0
 
 
 @jit

@@ -1,0 +1,177 @@
+"""One LSTM sequence over several threads in lockstep (functional._forward_split): the same bits
+as one thread, whatever the thread count, and a run whose threads do not start falls back."""
+
+import concurrent.futures
+import threading
+import time
+
+import naive
+import numpy as np
+import pytest
+
+import edgernn
+import edgernn.functional as F
+
+
+@pytest.fixture
+def threads():
+    old = edgernn.get_num_threads()
+    yield edgernn.set_num_threads
+    edgernn.set_num_threads(old)
+
+
+@pytest.fixture
+def always_split(monkeypatch):
+    """Split every sequence (no backoff after a busy run); returns the list of split runs' results."""
+    monkeypatch.setattr(F, "_SPLIT_MIN_MACS", 1)
+    monkeypatch.setattr(F, "_SPLIT_MIN_UNITS", 16)
+    monkeypatch.setattr(F, "_cores", lambda: 8)  # correctness also with more threads than cores
+    monkeypatch.setattr(F, "_SPLIT_BACKOFF_S", 0.0)
+    monkeypatch.setattr(F, "_split_backoff_until", 0.0)
+    runs = []
+    split = F._forward_split
+
+    def record(*a):
+        runs.append(split(*a))
+        return runs[-1]
+
+    monkeypatch.setattr(F, "_forward_split", record)
+    return runs
+
+
+def _case(H, T, I=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(1, T, I)).astype(np.float32)
+    W = (0.3 * rng.normal(size=(1, 4 * H, I))).astype(np.float32)
+    R = (0.3 * rng.normal(size=(1, 4 * H, H))).astype(np.float32)
+    Wb, Rb = (0.3 * rng.normal(size=(2, 1, 4 * H))).astype(np.float32)
+    h0, c0 = rng.normal(size=(2, 1, 1, H)).astype(np.float32)
+    return X, W, R, Wb, Rb, h0, c0
+
+
+@pytest.mark.parametrize("H", [16, 48, 64, 80, 130])
+@pytest.mark.parametrize("T", [1, 2, 5, 64])
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_same_bits_as_one_thread(threads, always_split, H, T, n):
+    args = _case(H, T, seed=H + T)
+    threads(1)
+    want = F.lstm(*args)
+    threads(n)
+    if H >= 32:
+        assert F._split_threads("lstm", 1, T, T, F.K.packed_rows(H), 5, False) > 1
+    for _ in range(2):
+        got = F.lstm(*args)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    assert len(always_split) == (2 if H >= 32 and T >= 4 else 0)  # (T < 4: the batch-major kernels)
+    ref = naive.lstm(*[a.astype(np.float64) for a in args])
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=2e-6)
+
+
+def test_runs_split_where_it_pays(threads):
+    threads(2)
+    if F._cores() < 2:
+        pytest.skip("one core")
+    assert F._split_threads("lstm", 1, 1000, 1000, 256, 64, False) == 2
+    assert F._split_threads("lstm", 1, 1000, 1000, 64, 16, False) == 2
+    assert F._split_threads("lstm", 1, 100, 100, 64, 16, False) == 1  # too little work
+    assert F._split_threads("lstm", 1, 1000, 999, 256, 64, False) == 1  # padded
+    assert F._split_threads("lstm", 1, 1000, 1000, 256, 64, True) == 1  # training
+    assert F._split_threads("lstm", 2, 1000, 1000, 256, 64, False) == 1  # batches: split by sequences
+    assert F._split_threads("gru", 1, 1000, 1000, 256, 64, False) == 1
+    threads(1)
+    assert F._split_threads("lstm", 1, 1000, 1000, 256, 64, False) == 1
+
+
+def test_a_thread_that_never_starts_is_given_up(threads, always_split, monkeypatch):
+    """The pool never runs the other half: the caller stops waiting (_SPLIT_START_S), cancels
+    it and computes the sequence alone; later calls run on one thread for a while."""
+    threads(1)
+    args = _case(64, 40)
+    want = F.lstm(*args)
+    threads(2)
+    monkeypatch.setattr(F, "_SPLIT_BACKOFF_S", 1.0)
+
+    def never(fns):
+        out = []
+        for _ in fns:
+            f = concurrent.futures.Future()
+            f.set_result((False, 0))
+            out.append(f)
+        return out
+
+    monkeypatch.setattr(F, "_submit", never)
+    t0 = time.perf_counter()
+    got = F.lstm(*args)
+    assert time.perf_counter() - t0 < 5.0
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert always_split == [False]
+    assert F._split_backoff_until > time.monotonic()
+    assert F._split_threads("lstm", 1, 40, 40, 64, 5, False) == 1
+
+
+def test_a_thread_that_starts_too_late_touches_nothing(threads, always_split, monkeypatch):
+    threads(1)
+    args = _case(64, 40, seed=3)
+    want = F.lstm(*args)
+    threads(2)
+    late = []
+    submit = F._submit
+
+    def delayed(fns):
+        def run(f):
+            time.sleep(0.05)  # well after the caller gave up (5 ms)
+            r = f()
+            late.append(r)
+            return r
+
+        return submit([lambda f=f: run(f) for f in fns])
+
+    monkeypatch.setattr(F, "_submit", delayed)
+    got = F.lstm(*args)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    assert always_split == [False]
+    assert late == [(False, 0)]
+
+
+def test_concurrent_callers(threads, always_split):
+    """More callers than pool threads: some runs wait for their other half or give up on it;
+    every result is still exact."""
+    threads(1)
+    cases = [_case(64 + 16 * k, 50 + k, seed=k) for k in range(4)]
+    want = [F.lstm(*c) for c in cases]
+    threads(2)
+    errors, got = [], [None] * 4
+
+    def call(k):
+        try:
+            for _ in range(3):
+                got[k] = F.lstm(*cases[k])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    ts = [threading.Thread(target=call, args=(k,)) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+    for g, w in zip(got, want, strict=True):
+        for a, b in zip(g, w, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert len(always_split) == 12
+
+
+def test_predict_and_predictor_split_too(threads, always_split):
+    threads(2)
+    m = edgernn.Sequential([edgernn.layers.LSTM(64, return_sequences=True, input_shape=(None, 4)),
+                            edgernn.layers.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(1, 30, 4)).astype(np.float32)
+    a = m.predict(x)
+    b = m.predictor()(x)
+    assert len(always_split) == 2
+    threads(1)
+    np.testing.assert_array_equal(a, m.predict(x))
+    np.testing.assert_array_equal(b, a)
