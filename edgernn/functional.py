@@ -431,15 +431,21 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train, 
     c = None
     if cell == "gru":
         RH = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
-        _gru.gru_forward_fused(G, Rp, rbh, L, train, Ybuf, ysb, yst, y0, h, hbuf, Hs, RH, Xt, Wp, bp, xin)
+        if nsplit == 1 or not _forward_split(_gru.gru_seq_split, nsplit, Xt.reshape(T, I), Wp, bp, G.reshape(T, N),
+                                             (Rp, rbh), Ybuf, yst, y0, (h, hbuf)):
+            if nsplit > 1:  # aborted before its first step (a thread did not start): alone then
+                K.project_panels(Xt.reshape(T * B, I), Wp, bp, G.reshape(T * B, N))
+            _gru.gru_forward_fused(G, Rp, rbh, L, train, Ybuf, ysb, yst, y0, h, hbuf, Hs, RH, Xt, Wp, bp, xin)
+        elif T & 1:
+            h[:] = hbuf
     else:
         c = np.zeros((B, Hp), dt)
         if cinit is not None:
             c[:, :H] = cinit
         Cs = np.empty(shape_s, dt)
         Hc = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
-        if nsplit == 1 or not _forward_split(nsplit, Xt.reshape(T, I), Wp, bp, G.reshape(T, N), Rp, Ybuf, yst, y0,
-                                             h, c, hbuf):
+        if nsplit == 1 or not _forward_split(_lstm.lstm_seq_split, nsplit, Xt.reshape(T, I), Wp, bp,
+                                             G.reshape(T, N), (Rp,), Ybuf, yst, y0, (h, c, hbuf)):
             if nsplit > 1:  # aborted before its first step (a thread did not start): alone then
                 K.project_panels(Xt.reshape(T * B, I), Wp, bp, G.reshape(T * B, N))
             _lstm.lstm_forward_fused(G, Rp, L, train, Ybuf, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc, Xt, Wp, bp, xin)
@@ -455,10 +461,10 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train, 
     return None if Yout is not None else Yp[:, :, :H], h[:, :H], None if c is None else c[:, :H]
 
 
-# One sequence over several threads (inference, default LSTM): each thread computes a share of
-# the units at every step, and the threads meet at a barrier per step inside the kernel
-# (``cells.lstm.lstm_seq_split``, ``cells._sync``): measured 1.9x on 2 cores for LSTM (64, 256)
-# at T=1000, 1.2x for (16, 64). Starting the pool's threads costs ~0.1-0.3 ms here, so only
+# One sequence over several threads (inference, default LSTM and GRU): each thread computes a
+# share of the units at every step, and the threads meet at a barrier per step inside the kernel
+# (``cells.lstm.lstm_seq_split``, ``cells.gru.gru_seq_split``, ``cells._sync``): measured 1.75x on
+# 2 cores for LSTM (64, 256) at T=1000, 1.2x for (16, 64). Starting the pool's threads costs ~0.1-0.3 ms here, so only
 # sequences of at least _SPLIT_MIN_MACS multiply-adds (~1 ms on one core) are split, with at
 # least _SPLIT_MIN_UNITS units per thread, and never over more threads than free cores.
 _SPLIT_MIN_UNITS = 32
@@ -477,41 +483,44 @@ def _cores():
 
 def _split_threads(cell, B, T, Lmax, Hp, I, train):
     """Threads to share one sequence's steps (1: the caller's thread alone)."""
-    if cell != "lstm" or B != 1 or train or Lmax != T or T * 4 * Hp * (Hp + I) < _SPLIT_MIN_MACS:
+    ng = {"lstm": 4, "gru": 3}.get(cell)
+    if ng is None or B != 1 or train or Lmax != T or T * ng * Hp * (Hp + I) < _SPLIT_MIN_MACS:
         return 1
     if _split_backoff_until and time.monotonic() < _split_backoff_until:
         return 1
     return max(1, min(get_num_threads(), _cores(), Hp // _SPLIT_MIN_UNITS))
 
 
-def _split_run(w, n, sync, args, deadline=None):
-    """Thread w's part of ``lstm_seq_split``, yielding its core whenever a wait takes long.
+def _split_run(kernel, w, n, sync, args, deadline=None):
+    """Thread w's part of ``kernel`` (``*_seq_split``), yielding its core whenever a wait takes long.
     Thread 0 (``deadline``) aborts the run if a thread has not started by then.
     -> (done, number of yields)"""
     p, yields = 0, 0
     while True:
-        p = _lstm.lstm_seq_split(w, n, sync, *args, p)
+        p = kernel(w, n, sync, *args, p)
         if p <= 0:
             return p == 0, yields
         if deadline is not None and p == 2 and time.perf_counter() > deadline and _csync.cancel(sync, n):
-            _lstm.lstm_seq_split(w, n, sync, *args, p)  # returns at once (aborted)
+            kernel(w, n, sync, *args, p)  # returns at once (aborted)
             return False, yields
         yields += p > 2  # (waiting for the threads to start is not a busy machine)
         os.sched_yield() if hasattr(os, "sched_yield") else time.sleep(0)
 
 
-def _forward_split(n, X2, Wp, bp, G2, Rp, Y, yst, y0, h, c, hbuf):
-    """``lstm_seq_split`` on n threads (this one and n - 1 of the pool); False if it was aborted
-    (a pool thread did not start in time: h and c are then untouched)."""
+def _forward_split(kernel, n, X2, Wp, bp, G2, weights, Y, yst, y0, states):
+    """``kernel`` (``lstm_seq_split`` or ``gru_seq_split``) on n threads (this one and n - 1 of
+    the pool), with its recurrent ``weights`` (Rp,) or (Rp, rbh) and ``states`` (h, c, hbuf) or
+    (h, hbuf). False if it was aborted (a pool thread did not start in time: the states are then
+    untouched)."""
     T = G2.shape[0]
-    nu = h.shape[1] // K.PANEL
+    nu = states[0].shape[1] // K.PANEL
     ub = [round(i * nu / n) for i in range(n + 1)]  # panels per thread
     mb = [min(T, 3 * round(i * T / (3 * n))) for i in range(n)] + [T]  # projected steps per thread
     sync = np.zeros((n + 1) * _csync.SLOT, np.int64)
-    args = [(X2, Wp, bp, G2, mb[w], mb[w + 1], Rp, Y, yst, y0, h, c, hbuf, ub[w], ub[w + 1]) for w in range(n)]
-    futures = _submit([functools.partial(_split_run, w, n, sync, args[w]) for w in range(1, n)])
+    args = [(X2, Wp, bp, G2, mb[w], mb[w + 1], *weights, Y, yst, y0, *states, ub[w], ub[w + 1]) for w in range(n)]
+    futures = _submit([functools.partial(_split_run, kernel, w, n, sync, args[w]) for w in range(1, n)])
     global _split_backoff_until
-    ok, yields = _split_run(0, n, sync, args[0], time.perf_counter() + _SPLIT_START_S)
+    ok, yields = _split_run(kernel, 0, n, sync, args[0], time.perf_counter() + _SPLIT_START_S)
     for f in futures:
         yields += f.result()[1]
     if not ok or yields > T // 64:  # the cores are busy with other work: one thread per sequence for a while

@@ -1,4 +1,4 @@
-"""One LSTM sequence over several threads in lockstep (functional._forward_split): the same bits
+"""One LSTM or GRU sequence over several threads in lockstep (functional._forward_split): the same bits
 as one thread, whatever the thread count, and a run whose threads do not start falls back."""
 
 import concurrent.futures
@@ -39,32 +39,35 @@ def always_split(monkeypatch):
     return runs
 
 
-def _case(H, T, I=5, seed=0):
+def _case(H, T, I=5, seed=0, cell="lstm"):
     rng = np.random.default_rng(seed)
+    G = 4 if cell == "lstm" else 3
     X = rng.normal(size=(1, T, I)).astype(np.float32)
-    W = (0.3 * rng.normal(size=(1, 4 * H, I))).astype(np.float32)
-    R = (0.3 * rng.normal(size=(1, 4 * H, H))).astype(np.float32)
-    Wb, Rb = (0.3 * rng.normal(size=(2, 1, 4 * H))).astype(np.float32)
+    W = (0.3 * rng.normal(size=(1, G * H, I))).astype(np.float32)
+    R = (rng.normal(size=(1, G * H, H)) / np.sqrt(H)).astype(np.float32)  # not chaotic: the oracle stays close
+    Wb, Rb = (0.3 * rng.normal(size=(2, 1, G * H))).astype(np.float32)
     h0, c0 = rng.normal(size=(2, 1, 1, H)).astype(np.float32)
-    return X, W, R, Wb, Rb, h0, c0
+    return (X, W, R, Wb, Rb, h0, c0) if cell == "lstm" else (X, W, R, Wb, Rb, h0)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("H", [16, 48, 64, 80, 130])
 @pytest.mark.parametrize("T", [1, 2, 5, 64])
 @pytest.mark.parametrize("n", [2, 3, 4])
-def test_same_bits_as_one_thread(threads, always_split, H, T, n):
-    args = _case(H, T, seed=H + T)
+def test_same_bits_as_one_thread(threads, always_split, cell, H, T, n):
+    args = _case(H, T, seed=H + T, cell=cell)
+    f = getattr(F, cell)
     threads(1)
-    want = F.lstm(*args)
+    want = f(*args)
     threads(n)
     if H >= 32:
-        assert F._split_threads("lstm", 1, T, T, F.K.packed_rows(H), 5, False) > 1
+        assert F._split_threads(cell, 1, T, T, F.K.packed_rows(H), 5, False) > 1
     for _ in range(2):
-        got = F.lstm(*args)
+        got = f(*args)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_array_equal(g, w)
     assert len(always_split) == (2 if H >= 32 and T >= 4 else 0)  # (T < 4: the batch-major kernels)
-    ref = naive.lstm(*[a.astype(np.float64) for a in args])
+    ref = getattr(naive, cell)(*[a.astype(np.float64) for a in args])
     np.testing.assert_allclose(got[0], ref[0], rtol=1e-5, atol=2e-6)
 
 
@@ -78,7 +81,8 @@ def test_runs_split_where_it_pays(threads):
     assert F._split_threads("lstm", 1, 1000, 999, 256, 64, False) == 1  # padded
     assert F._split_threads("lstm", 1, 1000, 1000, 256, 64, True) == 1  # training
     assert F._split_threads("lstm", 2, 1000, 1000, 256, 64, False) == 1  # batches: split by sequences
-    assert F._split_threads("gru", 1, 1000, 1000, 256, 64, False) == 1
+    assert F._split_threads("gru", 1, 1000, 1000, 256, 64, False) == 2
+    assert F._split_threads("rnn", 1, 1000, 1000, 256, 64, False) == 1
     threads(1)
     assert F._split_threads("lstm", 1, 1000, 1000, 256, 64, False) == 1
 
@@ -164,9 +168,10 @@ def test_concurrent_callers(threads, always_split):
     assert len(always_split) == 12
 
 
-def test_predict_and_predictor_split_too(threads, always_split):
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_predict_and_predictor_split_too(threads, always_split, cell):
     threads(2)
-    m = edgernn.Sequential([edgernn.layers.LSTM(64, return_sequences=True, input_shape=(None, 4)),
+    m = edgernn.Sequential([getattr(edgernn.layers, cell)(64, return_sequences=True, input_shape=(None, 4)),
                             edgernn.layers.Dense(2)])
     x = np.random.default_rng(0).normal(size=(1, 30, 4)).astype(np.float32)
     a = m.predict(x)

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._activations import FAST_SIGMOID, FAST_TANH, ONE, ZERO, act_vec, fast_tanh
 from .._config import jit
+from . import _sync
 from ._ops import (
     F_LBR,
     F_RSEQ,
@@ -45,6 +46,7 @@ from ._ops import (
     mv_packed,
     out_deriv,
     pack_fused,
+    project_panels,
     vsigmoid,
     vtanh,
 )
@@ -458,6 +460,74 @@ def gru_forward_fused(G, Rp, rbh, lengths, train, Y, ysb, yst, y0, h, hbuf, Hs, 
                 b0 += nb
     if Lmax & 1:
         h[:] = hbuf
+
+
+
+@jit
+def gru_seq_split(w, n, sync, X2, Wp, bp, G2, m0, m1, Rp, rbh, Y, yst, y0, h, hbuf, u0, u1, resume):
+    """Thread ``w`` of ``n`` running ONE sequence of ``gru_forward_fused`` (inference, batch 1)
+    together, in lockstep: ``lstm.lstm_seq_split`` for the GRU (same arguments, plus rbh (Hp,)
+    = Rbh; no c). The same bits as ``gru_forward_fused``; returns 0 done, -1 aborted, or the
+    phase p >= 2 to resume at after yielding the core."""
+    if resume == 0:
+        if w == 0:
+            _sync.signal(sync, 0, 1)
+        elif not _sync.start(sync, w):
+            return -1
+        if m1 > m0:
+            project_panels(X2[m0:m1], Wp, bp, G2[m0:m1])
+        _sync.signal(sync, w, 2)
+        resume = 2
+    T, N = G2.shape
+    Gf = G2.reshape(G2.size)
+    K = Rp.shape[0] // N  # = H
+    K2 = K - (K & 1)
+    KP = K * 16
+    nm = u1 - u0
+    for t in range(resume - 2, T + 1):  # phase t + 2: step t - 1 done by every thread
+        r = _sync.wait(sync, n, t + 2)
+        if r != 1:
+            return -1 if r == 0 else t + 2
+        if t == T:
+            break
+        odd = t & 1
+        src = hbuf if odd else h
+        dst = h if odd else hbuf
+        for i in range(nm):
+            u = u0 + (nm - 1 - i if odd else i)  # snake order, as gru_forward_fused
+            wb = u * 3 * KP
+            cu = u * 16
+            o0 = t * N + u * 48
+            az = vload(Gf, o0)
+            ar = vload(Gf, o0 + 16)
+            ah = vload(rbh, cu)
+            bz = vzero(G2)
+            br = vzero(G2)
+            bh = vzero(G2)
+            for k in range(0, K2, 2):
+                xa = vsplat(src[0, k])
+                xb = vsplat(src[0, k + 1])
+                p = wb + k * 16
+                az = vfma(xa, vload(Rp, p), az)
+                ar = vfma(xa, vload(Rp, p + KP), ar)
+                ah = vfma(xa, vload(Rp, p + 2 * KP), ah)
+                bz = vfma(xb, vload(Rp, p + 16), bz)
+                br = vfma(xb, vload(Rp, p + KP + 16), br)
+                bh = vfma(xb, vload(Rp, p + 2 * KP + 16), bh)
+            if K2 < K:
+                xa = vsplat(src[0, K2])
+                p = wb + K2 * 16
+                az = vfma(xa, vload(Rp, p), az)
+                ar = vfma(xa, vload(Rp, p + KP), ar)
+                ah = vfma(xa, vload(Rp, p + 2 * KP), ah)
+            gz = vsigmoid(vadd(az, bz))
+            gr = vsigmoid(vadd(ar, br))
+            hh = vtanh(vfma(gr, vadd(ah, bh), vload(Gf, o0 + 32)))
+            hn = vfma(gz, vsub(vload(src, cu), hh), hh)  # (1 - z) h~ + z h
+            vstore(dst, cu, hn)
+            vstore(Y, y0 + t * yst + cu, hn)
+        _sync.signal(sync, w, t + 3)
+    return 0
 
 
 @jit
