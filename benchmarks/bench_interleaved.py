@@ -11,7 +11,8 @@ ratios: use it for before/after comparisons (run it in two worktrees, alternatin
     KIND=train python benchmarks/bench_interleaved.py lstm,gru 9                   # train_on_batch vs PyTorch
     KIND=short T=10 PREDICT=1 python benchmarks/bench_interleaved.py lstm16,gru16 # one short window, B=1
 
-``FW=ort`` leaves PyTorch out; ``PREDICT=1`` adds ``Sequential.predict`` and ``model.predictor()``. Cases: cell name and
+``THREADS=default`` runs every framework at its default thread count and measures wall time
+(one thread and CPU time otherwise). ``FW=ort`` leaves PyTorch out; ``PREDICT=1`` adds ``Sequential.predict`` and ``model.predictor()``. Cases: cell name and
 size, ``16`` for (16, 64), ``64`` for (64, 256). ``EDGERNN_SRC=<checkout>`` measures that
 checkout's edgernn (PYTHONPATH does not override an editable install).
 """
@@ -20,8 +21,10 @@ import os
 import sys
 import time
 
-for _k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[_k] = "1"
+THREADS = os.environ.get("THREADS", "1")
+if THREADS != "default":
+    for _k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[_k] = "1"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 if os.environ.get("EDGERNN_SRC"):  # measure another checkout: its edgernn before the installed one
     sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")]
@@ -33,7 +36,7 @@ import numpy as np  # noqa: E402
 import edgernn  # noqa: E402
 import edgernn.functional as F  # noqa: E402
 
-CLK = time.thread_time
+CLK = time.thread_time if THREADS != "default" else time.perf_counter
 
 
 def tm(fn, n):
@@ -67,7 +70,8 @@ def train(cells):
     if use_torch:
         import torch
 
-        torch.set_num_threads(1)
+        if THREADS != "default":
+            torch.set_num_threads(1)
     for cell in cells:
         for I, H, L, B, T in [(16, 64, 1, 32, 50), (64, 256, 2, 32, 100)]:
             rng = np.random.default_rng(1)
@@ -99,7 +103,8 @@ def train(cells):
 def main():
     kind = os.environ.get("KIND", "seq")
     print(f"edgernn from {os.path.dirname(edgernn.__file__)}", flush=True)
-    edgernn.set_num_threads(1)
+    if THREADS != "default":
+        edgernn.set_num_threads(1)
     if kind == "train":
         return train(sys.argv[1].split(",") if len(sys.argv) > 1 else ["lstm", "gru"])
     cases = sys.argv[1].split(",") if len(sys.argv) > 1 else ["lstm16", "lstm64", "gru16", "gru64"]
@@ -108,7 +113,8 @@ def main():
     if use_torch:
         import torch
 
-        torch.set_num_threads(1)
+        if THREADS != "default":
+            torch.set_num_threads(1)
     for case in cases:
         cell, sz = case[:-2], case[-2:]
         I, H = (16, 64) if sz == "16" else (64, 256)
@@ -123,7 +129,7 @@ def main():
                 x = f(x, w[li]["W"], w[li]["R"], w[li]["Wb"], w[li]["Rb"])[0][:, :, 0, :]
             return x
 
-        sess = bench._ort_session(bench._onnx_model(cell, I, H, w), "1")
+        sess = bench._ort_session(bench._onnx_model(cell, I, H, w), THREADS)
         Xt = np.ascontiguousarray(X.transpose(1, 0, 2))
         fns = {"edgernn": run, "ort": lambda sess=sess, Xt=Xt: sess.run(None, {"X": Xt})}
         ref = sess.run(None, {"X": Xt})[0].transpose(1, 0, 2)

@@ -470,8 +470,9 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train, 
 _SPLIT_MIN_UNITS = 32
 _SPLIT_MIN_MACS = 16_000_000
 _SPLIT_START_S = 0.005  # the caller gives up waiting for a pool thread to start after this
-_SPLIT_BACKOFF_S = 1.0  # after a run that had to yield its cores often (busy machine): no split for this long
-_split_backoff_until = 0.0
+_SPLIT_BACKOFF_S = 0.5  # after two runs in a row that had to yield their cores often (busy machine): no split
+_split_backoff_until = 0.0  # for this long (one such run is not enough: the first run of a process loads kernels)
+_split_busy = False  # the last run was such a run
 
 
 def _cores():
@@ -519,12 +520,14 @@ def _forward_split(kernel, n, X2, Wp, bp, G2, weights, Y, yst, y0, states):
     sync = np.zeros((n + 1) * _csync.SLOT, np.int64)
     args = [(X2, Wp, bp, G2, mb[w], mb[w + 1], *weights, Y, yst, y0, *states, ub[w], ub[w + 1]) for w in range(n)]
     futures = _submit([functools.partial(_split_run, kernel, w, n, sync, args[w]) for w in range(1, n)])
-    global _split_backoff_until
+    global _split_backoff_until, _split_busy
     ok, yields = _split_run(kernel, 0, n, sync, args[0], time.perf_counter() + _SPLIT_START_S)
     for f in futures:
         yields += f.result()[1]
-    if not ok or yields > T // 64:  # the cores are busy with other work: one thread per sequence for a while
+    busy = not ok or yields > T // 8  # (measured: idle 0-80 per 1000 steps, next to a busy process 500-1500)
+    if busy and _split_busy:  # the cores are busy with other work: one thread per sequence for a while
         _split_backoff_until = time.monotonic() + _SPLIT_BACKOFF_S
+    _split_busy = busy
     return ok
 
 
