@@ -19,6 +19,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from .._config import jit
+from ._ops import project_panels
 
 SLOT = 16  # int64 elements between two threads' slots: 128 bytes
 
@@ -122,3 +123,19 @@ def cancel(sync, n):
     if cancelled:
         store_release(sync, n * SLOT, 1)
     return cancelled
+
+
+@jit
+def begin(w, n, sync, X2, Wp, bp, G2, m0, m1):
+    """The start of thread w's part of a split sequence (``lstm_seq_split``, ``gru_seq_split``):
+    claims its slot (False if the caller cancelled it), projects the steps m0:m1 of X2 (T, I) into
+    G2 (T, N) with the packed Wp and bias bp (``project_panels``), and signals phase 2. The
+    threads wait for phase 2 (every step's projection in place) before their first step."""
+    if w == 0:
+        signal(sync, 0, 1)
+    elif not start(sync, w):
+        return False
+    if m1 > m0:
+        project_panels(X2[m0:m1], Wp, bp, G2[m0:m1])
+    signal(sync, w, 2)
+    return True

@@ -46,7 +46,6 @@ from ._ops import (
     mv_packed,
     out_deriv,
     pack_fused,
-    project_panels,
     vsigmoid,
     vtanh,
 )
@@ -470,13 +469,8 @@ def gru_seq_split(w, n, sync, X2, Wp, bp, G2, m0, m1, Rp, rbh, Y, yst, y0, h, hb
     = Rbh; no c). The same bits as ``gru_forward_fused``; returns 0 done, -1 aborted, or the
     phase p >= 2 to resume at after yielding the core."""
     if resume == 0:
-        if w == 0:
-            _sync.signal(sync, 0, 1)
-        elif not _sync.start(sync, w):
+        if not _sync.begin(w, n, sync, X2, Wp, bp, G2, m0, m1):
             return -1
-        if m1 > m0:
-            project_panels(X2[m0:m1], Wp, bp, G2[m0:m1])
-        _sync.signal(sync, w, 2)
         resume = 2
     T, N = G2.shape
     Gf = G2.reshape(G2.size)

@@ -48,7 +48,6 @@ from ._ops import (
     mv_packed,
     out_deriv,
     pack_fused,
-    project_panels,
     vsigmoid,
     vtanh,
 )
@@ -527,13 +526,8 @@ def lstm_seq_split(w, n, sync, X2, Wp, bp, G2, m0, m1, Rp, Y, yst, y0, h, c, hbu
     thread yields its core in Python and calls again with ``resume=p``).
     """
     if resume == 0:
-        if w == 0:
-            _sync.signal(sync, 0, 1)
-        elif not _sync.start(sync, w):
+        if not _sync.begin(w, n, sync, X2, Wp, bp, G2, m0, m1):
             return -1
-        if m1 > m0:
-            project_panels(X2[m0:m1], Wp, bp, G2[m0:m1])
-        _sync.signal(sync, w, 2)
         resume = 2
     T, N = G2.shape
     Gf = G2.reshape(G2.size)
