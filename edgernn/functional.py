@@ -489,6 +489,8 @@ def _split_threads(cell, B, T, Lmax, Hp, I, train):
         return 1
     if _split_backoff_until and time.monotonic() < _split_backoff_until:
         return 1
+    if threading.current_thread().name.startswith(_POOL_PREFIX):  # a task of a parallel call: the pool is busy
+        return 1
     return max(1, min(get_num_threads(), _cores(), Hp // _SPLIT_MIN_UNITS))
 
 
@@ -627,6 +629,7 @@ _TASK_MIN_BATCH = 8
 _POOL = None
 _POOL_SIZE = 0
 _POOL_LOCK = threading.Lock()
+_POOL_PREFIX = "edgernn-pool"
 
 
 def _tasks(B, T, D, GH, K_in):
@@ -664,7 +667,7 @@ def _submit(fns):
         if _POOL is None or _POOL_SIZE != n:
             if _POOL is not None:
                 _POOL.shutdown(wait=False)
-            _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="edgernn")
+            _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix=_POOL_PREFIX)
             _POOL_SIZE = n
         return [_POOL.submit(f) for f in fns]
 

@@ -184,3 +184,19 @@ def test_predict_and_predictor_split_too(threads, always_split, cell):
     threads(1)
     np.testing.assert_array_equal(a, m.predict(x))
     np.testing.assert_array_equal(b, a)
+
+
+def test_not_inside_parallel_tasks(threads, always_split):
+    """The directions of a bidirectional layer already run in the pool's threads: they do not
+    split their sequence again (the pool would have no thread left for the other halves)."""
+    threads(2)
+    rng = np.random.default_rng(5)
+    H, I, T = 64, 8, 300
+    X = rng.normal(size=(1, T, I)).astype(np.float32)
+    W = (0.3 * rng.normal(size=(2, 4 * H, I))).astype(np.float32)
+    R = (rng.normal(size=(2, 4 * H, H)) / np.sqrt(H)).astype(np.float32)
+    got = F.lstm(X, W, R, direction="bidirectional")
+    assert always_split == []
+    threads(1)
+    for g, w in zip(got, F.lstm(X, W, R, direction="bidirectional"), strict=True):
+        np.testing.assert_array_equal(g, w)
