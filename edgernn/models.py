@@ -53,6 +53,9 @@ __all__ = ["Sequential"]  # and Model (module __getattr__)
 logger = logging.getLogger("edgernn")
 
 
+PREDICT_BATCH = 1024  # predict's default batch size
+
+
 class Summary(str):
     """The text of ``model.summary()``; shown as a table (not a quoted string) in a REPL."""
 
@@ -780,7 +783,7 @@ class Sequential:
     # ---- inference ------------------------------------------------------------------------
     def _batches(self, N, batch_size):
         if batch_size is None:
-            batch_size = N if self._stateful() else min(N, 1024)
+            batch_size = N if self._stateful() else min(N, PREDICT_BATCH)
         else:
             batch_size = _check_int(batch_size, "batch_size", 1)
         return [slice(s, min(N, s + batch_size)) for s in range(0, N, batch_size)]

@@ -24,8 +24,10 @@ import numpy as np
 
 from . import functional as F
 from ._activations import resolve
+from ._config import blas_limit
 from .cells import _ops as K
 from .layers.recurrent import _infer_chunk_steps
+from .models import PREDICT_BATCH
 
 __all__ = ["Predictor"]
 
@@ -64,7 +66,17 @@ class Predictor:
 
     def __call__(self, x, batch_size=None, lengths=None):
         """``model.predict(x, batch_size, lengths=lengths)`` on the snapshot."""
-        return self._model.predict(x, batch_size=batch_size, lengths=lengths)
+        m = self._model
+        if batch_size is not None or lengths is not None or not isinstance(x, np.ndarray) or x.ndim < 2 \
+                or not 0 < x.shape[0] <= PREDICT_BATCH:
+            return m.predict(x, batch_size=batch_size, lengths=lengths)
+        # one array, one batch: predict's own steps without its generality (sources, batching, ragged lists)
+        X, _, _ = m._prepare_x(x, None, "x")
+        with blas_limit():
+            out, _ = m._infer(X)
+        res = out if isinstance(out, list) else [out]
+        res = [o.copy() if np.may_share_memory(o, X) else o for o in res]
+        return res if len(res) > 1 else res[0]
 
     predict = __call__
 

@@ -136,6 +136,14 @@ def test_inputs_untouched_and_results_fresh():
     np.testing.assert_array_equal(a, c)
     np.testing.assert_array_equal(p(x.astype(np.float64)), a)  # cast once, as predict does
     np.testing.assert_array_equal(p(np.asfortranarray(x)), a)
+    d = Sequential([Dropout(0.5, input_shape=(None, 3))]).predictor()  # inference Dropout returns its input
+    y = d(x)
+    np.testing.assert_array_equal(y, x)
+    assert not np.may_share_memory(y, x)
+    with pytest.raises(ValueError, match="expected input"):
+        p(np.zeros((1, 5, 2), np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        p(np.zeros((0, 5, 3), np.float32))
 
 
 def test_threads_and_parallel_batches():
