@@ -523,7 +523,11 @@ def _forward_split(kernel, n, X2, Wp, bp, G2, weights, Y, yst, y0, states):
     args = [(X2, Wp, bp, G2, mb[w], mb[w + 1], *weights, Y, yst, y0, *states, ub[w], ub[w + 1]) for w in range(n)]
     futures = _submit([functools.partial(_split_run, kernel, w, n, sync, args[w]) for w in range(1, n)])
     global _split_backoff_until, _split_busy
-    ok, yields = _split_run(kernel, 0, n, sync, args[0], time.perf_counter() + _SPLIT_START_S)
+    try:
+        ok, yields = _split_run(kernel, 0, n, sync, args[0], time.perf_counter() + _SPLIT_START_S)
+    except BaseException:  # KeyboardInterrupt between two waits: the other threads must not wait for ever
+        _csync.abort(sync, n)
+        raise
     for f in futures:
         yields += f.result()[1]
     busy = not ok or yields > T // 8  # (measured: idle 0-80 per 1000 steps, next to a busy process 500-1500)

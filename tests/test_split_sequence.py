@@ -200,3 +200,26 @@ def test_not_inside_parallel_tasks(threads, always_split):
     threads(1)
     for g, w in zip(got, F.lstm(X, W, R, direction="bidirectional"), strict=True):
         np.testing.assert_array_equal(g, w)
+
+
+def test_an_interrupted_caller_releases_the_other_threads(threads, always_split, monkeypatch):
+    """An exception in the caller's Python loop between two waits (Ctrl-C): the pool's threads
+    stop at their next wait instead of waiting for it for ever."""
+    threads(2)
+    args = _case(64, 400, seed=7)
+    real = F._split_run
+    seen = []
+
+    def interrupted(kernel, w, n, sync, a, deadline=None):
+        if w == 0:
+            raise KeyboardInterrupt
+        seen.append(real(kernel, w, n, sync, a, deadline))
+        return seen[-1]
+
+    monkeypatch.setattr(F, "_split_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        F.lstm(*args)
+    deadline = time.monotonic() + 10
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == [(False, 0)]  # the other half returned: aborted

@@ -113,6 +113,12 @@ def wait(sync, n, phase):
 
 
 @jit
+def abort(sync, n):
+    """Stop the run: every thread returns at its next wait."""
+    store_release(sync, n * SLOT, 1)
+
+
+@jit
 def cancel(sync, n):
     """The caller gives up on the threads that have not started: True if it cancelled any (the
     run is then aborted: the started ones return), False if all had started."""
