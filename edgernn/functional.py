@@ -409,8 +409,6 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train, 
     else:
         G = np.empty((T, B, N), dt) if train else _scratch("G", (T, B, N), dt)
     nsplit = _split_threads(cell, B, T, Lmax, Hp, I, train)
-    if not xin and nsplit == 1:
-        K.project_panels(Xt.reshape(T * B, I), Wp, bp, G.reshape(T * B, N))
     if Yout is None:
         Yp = _scratch("Yt", (T, B, Hp), dt)
         Yp[Lmax:] = 0  # the kernel writes every row before
@@ -431,26 +429,18 @@ def _forward_fused(cell, st, Xt, W, R, bias, Rbh, hinit, cinit, L, Lmax, train, 
     c = None
     if cell == "gru":
         RH = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
-        if nsplit == 1 or not _forward_split(_gru.gru_seq_split, nsplit, Xt.reshape(T, I), Wp, bp, G.reshape(T, N),
-                                             (Rp, rbh), Ybuf, yst, y0, (h, hbuf)):
-            if nsplit > 1:  # aborted before its first step (a thread did not start): alone then
-                K.project_panels(Xt.reshape(T * B, I), Wp, bp, G.reshape(T * B, N))
+        if not _split_or_project(_gru.gru_seq_split, nsplit, xin, Xt, Wp, bp, G, (Rp, rbh), Ybuf, yst, y0,
+                                 (h, hbuf)):
             _gru.gru_forward_fused(G, Rp, rbh, L, train, Ybuf, ysb, yst, y0, h, hbuf, Hs, RH, Xt, Wp, bp, xin)
-        elif T & 1:
-            h[:] = hbuf
     else:
         c = np.zeros((B, Hp), dt)
         if cinit is not None:
             c[:, :H] = cinit
         Cs = np.empty(shape_s, dt)
         Hc = np.zeros((T, B, Hp) if train else (1, 1, 1), dt)
-        if nsplit == 1 or not _forward_split(_lstm.lstm_seq_split, nsplit, Xt.reshape(T, I), Wp, bp,
-                                             G.reshape(T, N), (Rp,), Ybuf, yst, y0, (h, c, hbuf)):
-            if nsplit > 1:  # aborted before its first step (a thread did not start): alone then
-                K.project_panels(Xt.reshape(T * B, I), Wp, bp, G.reshape(T * B, N))
+        if not _split_or_project(_lstm.lstm_seq_split, nsplit, xin, Xt, Wp, bp, G, (Rp,), Ybuf, yst, y0,
+                                 (h, c, hbuf)):
             _lstm.lstm_forward_fused(G, Rp, L, train, Ybuf, ysb, yst, y0, h, c, hbuf, Hs, Cs, Hc, Xt, Wp, bp, xin)
-        elif T & 1:
-            h[:] = hbuf
     if train:  # *_backward_fused read these layouts as they are
         Hs[Lmax:] = h  # steps past every sequence's end hold the state
         st.update(fused=True, G=G, Hs=Hs, idx=idx)
@@ -510,6 +500,20 @@ def _split_run(kernel, w, n, sync, args, deadline=None):
         os.sched_yield() if hasattr(os, "sched_yield") else time.sleep(0)
 
 
+def _split_or_project(kernel, nsplit, xin, Xt, Wp, bp, G, weights, Y, yst, y0, states):
+    """Before a fused kernel: run the whole sequence split over ``nsplit`` threads (True: done,
+    h holds the final state), or else (not split, or the split run aborted) project the inputs
+    for all steps unless the kernel does it itself (``xin``) and return False."""
+    T, B, I = Xt.shape
+    N = bp.shape[0]
+    if nsplit > 1 and _forward_split(kernel, nsplit, Xt.reshape(T, I), Wp, bp, G.reshape(T, N), weights, Y, yst,
+                                     y0, states):
+        return True
+    if not xin:
+        K.project_panels(Xt.reshape(T * B, I), Wp, bp, G.reshape(T * B, N))
+    return False
+
+
 def _forward_split(kernel, n, X2, Wp, bp, G2, weights, Y, yst, y0, states):
     """``kernel`` (``lstm_seq_split`` or ``gru_seq_split``) on n threads (this one and n - 1 of
     the pool), with its recurrent ``weights`` (Rp,) or (Rp, rbh) and ``states`` (h, c, hbuf) or
@@ -534,6 +538,8 @@ def _forward_split(kernel, n, X2, Wp, bp, G2, weights, Y, yst, y0, states):
     if busy and _split_busy:  # the cores are busy with other work: one thread per sequence for a while
         _split_backoff_until = time.monotonic() + _SPLIT_BACKOFF_S
     _split_busy = busy
+    if ok and T & 1:  # h_t alternates between h and hbuf (states[-1]): the last one went to hbuf
+        states[0][:] = states[-1]
     return ok
 
 

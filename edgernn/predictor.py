@@ -102,7 +102,6 @@ class _FusedRunner:
         self.packed = packed
         self.H = layer.units
         self.GH = layer.gates * layer.units
-        self.I = layer.params["W"].shape[2]
 
     @classmethod
     def make(cls, layer):
