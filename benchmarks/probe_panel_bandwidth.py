@@ -5,7 +5,9 @@ A copy of the one-sequence branch of ``cells.lstm.lstm_forward_fused`` (panels o
 snake order, two accumulator sets, the gates), timed per step for several H, optionally with a
 software prefetch ``PD`` k-iterations ahead (``llvm.prefetch``; results are checked
 bit-identical to no prefetch). Prints microseconds per step and the rate at which R
-(4H x H float32, read once per step) streams into the core (issue 14, session 7):
+(4H x H float32, read once per step) streams into the core, then, for reference, the rate of a
+bare loop of FMAs reading an array of each size (8 accumulators, nothing else): what the caches
+deliver to one core (issue 14, session 7):
 
     python benchmarks/probe_panel_bandwidth.py 96,128,160,192,224,256 0,8,16,32
 """
@@ -98,6 +100,38 @@ def loop(G, Rp, h, c, hbuf, Y, T, PD):
     return 0
 
 
+@numba.njit(fastmath=True, error_model="numpy")
+def stream(A, x, reps, out):
+    """reps passes of 16-lane FMAs over A (its size a multiple of 128), 8 accumulators."""
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = vzero(A)
+    for r in range(reps):
+        xs = vsplat(x[r & 7])
+        for p in range(0, A.shape[0], 128):
+            a0 = vfma(xs, vload(A, p), a0)
+            a1 = vfma(xs, vload(A, p + 16), a1)
+            a2 = vfma(xs, vload(A, p + 32), a2)
+            a3 = vfma(xs, vload(A, p + 48), a3)
+            a4 = vfma(xs, vload(A, p + 64), a4)
+            a5 = vfma(xs, vload(A, p + 80), a5)
+            a6 = vfma(xs, vload(A, p + 96), a6)
+            a7 = vfma(xs, vload(A, p + 112), a7)
+    vstore(out, 0, vadd(vadd(vadd(a0, a1), vadd(a2, a3)), vadd(vadd(a4, a5), vadd(a6, a7))))
+
+
+def stream_rate(kib, rounds=5):
+    A = F._aligned_empty((kib * 256,), np.float32)
+    A[:] = 1.0
+    x, out = np.full(8, 1e-3, np.float32), np.zeros(16, np.float32)
+    reps = max(10, int(1e8 / A.nbytes))
+    stream(A, x, 2, out)
+    ts = []
+    for _ in range(rounds):
+        t0 = time.thread_time()
+        stream(A, x, reps, out)
+        ts.append(time.thread_time() - t0)
+    print(f"bare FMA stream over {kib} KiB: {A.nbytes * reps / np.median(ts) / 1e9:.0f} GB/s")
+
+
 def main(H, pds, T=1000, rounds=9):
     if H % 16:
         raise SystemExit(f"H must be a multiple of 16, got {H}")
@@ -136,3 +170,5 @@ if __name__ == "__main__":
     PDs = sorted({0, *(int(v) for v in (sys.argv[2] if len(sys.argv) > 2 else "0").split(","))})
     for H in Hs:
         main(H, PDs)
+    for kib in (24, 48, 64, 256, 1024):
+        stream_rate(kib)
