@@ -1,9 +1,9 @@
 """model.predictor(): weights packed once, results bit-identical to predict (every path)."""
 
-import threading
 
 import numpy as np
 import pytest
+from thread_util import run_in_threads
 
 import edgernn
 from edgernn import Input, Model, Sequential
@@ -152,21 +152,12 @@ def test_threads_and_parallel_batches():
     xs = [_x(1 + 7 * k, 20 + k, 16, seed=k) for k in range(4)]
     want = [m.predict(x) for x in xs]
     out = [None] * 4
-    errors = []
 
     def run(k):
-        try:
-            for _ in range(5):
-                out[k] = p(xs[k])
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for _ in range(5):
+            out[k] = p(xs[k])
 
-    ts = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert not errors
+    run_in_threads(run, 4)
     for a, b in zip(out, want, strict=True):
         np.testing.assert_array_equal(a, b)
     old = edgernn.get_num_threads()

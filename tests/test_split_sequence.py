@@ -2,12 +2,12 @@
 as one thread, whatever the thread count, and a run whose threads do not start falls back."""
 
 import concurrent.futures
-import threading
 import time
 
 import naive
 import numpy as np
 import pytest
+from thread_util import run_in_threads
 
 import edgernn
 import edgernn.functional as F
@@ -152,21 +152,13 @@ def test_concurrent_callers(threads, always_split):
     cases = [_case(64 + 16 * k, 50 + k, seed=k) for k in range(4)]
     want = [F.lstm(*c) for c in cases]
     threads(2)
-    errors, got = [], [None] * 4
+    got = [None] * 4
 
     def call(k):
-        try:
-            for _ in range(3):
-                got[k] = F.lstm(*cases[k])
-        except Exception as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        for _ in range(3):
+            got[k] = F.lstm(*cases[k])
 
-    ts = [threading.Thread(target=call, args=(k,)) for k in range(4)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    assert not errors
+    run_in_threads(call, 4)
     for g, w in zip(got, want, strict=True):
         for a, b in zip(g, w, strict=True):
             np.testing.assert_array_equal(a, b)
